@@ -33,10 +33,16 @@ class ModelConfig:
         unet_heads: attention heads in every UNet transformer (SD 1.x: 8).
         unet_transformer_depth: transformer blocks per spatial transformer.
         norm_groups: GroupNorm groups in the UNet.
+        unet_norm_eps: GroupNorm epsilon of the UNet resnets (1e-5).
+        unet_attn_norm_eps: GroupNorm epsilon in front of each spatial transformer
+            (1e-6 in the original SD and diffusers; keras-cv uses 1e-5).
+        gelu_approximate: tanh-approximate GELU in the transformer MLP (keras-cv's
+            numerics) instead of the exact erf GELU of the original.
         latent_channels: channels of the VAE latent.
         vae_channels: output channels of each VAE level.
         vae_layers_per_block: resnets per VAE encoder level (decoder: one more).
         vae_norm_groups: GroupNorm groups in the VAE.
+        vae_norm_eps: GroupNorm epsilon in the VAE (1e-6; keras-cv uses 1e-5).
         scaling_factor: multiplier that brings VAE latents to unit variance.
         image_size: default generation size in pixels.
         prediction_type: what the UNet predicts: ``epsilon``, ``v_prediction`` or
@@ -60,10 +66,14 @@ class ModelConfig:
     unet_heads: int = 8
     unet_transformer_depth: int = 1
     norm_groups: int = 32
+    unet_norm_eps: float = 1e-5
+    unet_attn_norm_eps: float = 1e-6
+    gelu_approximate: bool = False
     latent_channels: int = 4
     vae_channels: tuple[int, ...] = (128, 256, 512, 512)
     vae_layers_per_block: int = 2
     vae_norm_groups: int = 32
+    vae_norm_eps: float = 1e-6
     scaling_factor: float = 0.18215
     image_size: int = 512
     prediction_type: str = "epsilon"

@@ -1,0 +1,75 @@
+"""ResNet-50 classifier: train on labelled emoji, evaluate, score generated images.
+
+Typical use::
+
+    from kerasemote import classification as clf
+    result = clf.train_classifier("by_emotion/", "clf/", clf.ClassifierTrainConfig(weights="none"))
+    report = clf.score_images(clf.load_classifier("clf/"), generated_uint8, expected="happy")
+    print(report.format_table())
+"""
+
+from kerasemote.classification.evaluate import (
+    ClassMetrics,
+    EvaluationReport,
+    evaluate_and_write,
+    evaluate_classifier,
+    write_evaluation,
+)
+from kerasemote.classification.images import (
+    LabelledImages,
+    list_labelled_folder,
+    load_image,
+    load_labelled_folder,
+    prepare_images,
+)
+from kerasemote.classification.model import (
+    Classifier,
+    build_classifier,
+    load_classifier,
+    resolve_backbone_weights,
+    save_classifier,
+)
+from kerasemote.classification.score import (
+    ConceptScore,
+    ImagePrediction,
+    ScoreReport,
+    score_images,
+    score_labelled_folder,
+    write_score,
+)
+from kerasemote.classification.train import (
+    ClassifierTrainConfig,
+    TrainResult,
+    balanced_class_weights,
+    stratified_split,
+    train_classifier,
+)
+
+__all__ = [
+    "ClassMetrics",
+    "Classifier",
+    "ClassifierTrainConfig",
+    "ConceptScore",
+    "EvaluationReport",
+    "ImagePrediction",
+    "LabelledImages",
+    "ScoreReport",
+    "TrainResult",
+    "balanced_class_weights",
+    "build_classifier",
+    "evaluate_and_write",
+    "evaluate_classifier",
+    "list_labelled_folder",
+    "load_classifier",
+    "load_image",
+    "load_labelled_folder",
+    "prepare_images",
+    "resolve_backbone_weights",
+    "save_classifier",
+    "score_images",
+    "score_labelled_folder",
+    "stratified_split",
+    "train_classifier",
+    "write_evaluation",
+    "write_score",
+]

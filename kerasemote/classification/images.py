@@ -1,0 +1,195 @@
+"""Image loading for the classifier: RGBA composited on white, resized, uint8.
+
+Everything the classifier sees passes through :func:`prepare_images`, so a
+folder of PNGs, a list of paths and an in-memory batch of generated images are
+treated the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+from PIL import Image
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+
+PathLike = Union[str, os.PathLike]
+ImageInput = Union[np.ndarray, Sequence[PathLike], PathLike]
+
+
+@dataclass
+class LabelledImages:
+    """An in-memory labelled image set.
+
+    Attributes:
+        images: uint8 array (N, S, S, 3), RGB.
+        labels: int array (N,), indices into ``class_names``.
+        class_names: one name per class, in label order.
+        sources: where each image came from (file path or ``"#i"``).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    sources: list[str]
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if len(self.labels) != n or len(self.sources) != n:
+            raise ValueError(
+                f"LabelledImages needs one label and one source per image: {n} images, "
+                f"{len(self.labels)} labels, {len(self.sources)} sources."
+            )
+
+    def subset(self, index: np.ndarray) -> "LabelledImages":
+        """Return the images at ``index`` (same class list)."""
+        return LabelledImages(
+            images=self.images[index],
+            labels=self.labels[index],
+            class_names=list(self.class_names),
+            sources=[self.sources[i] for i in index],
+        )
+
+
+def composite_on_white(image: Image.Image) -> Image.Image:
+    """Return an RGB image; transparent pixels become white (emoji PNGs are RGBA)."""
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(path: PathLike, size: int) -> np.ndarray:
+    """Read one image file as uint8 (size, size, 3) RGB, composited on white.
+
+    Raises:
+        ValueError: the file is not an image Pillow can read.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+            rgb = composite_on_white(image)
+    except (OSError, ValueError) as err:  # PIL.UnidentifiedImageError is an OSError
+        raise ValueError(f"Cannot read image {os.fspath(path)!r}: {err}") from err
+    return _resize(rgb, size)
+
+
+def _resize(image: Image.Image, size: int) -> np.ndarray:
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+    return np.asarray(image, dtype=np.uint8)  # (S, S, 3)
+
+
+def array_to_rgb(images: np.ndarray, size: int, name: str = "images") -> np.ndarray:
+    """Check an in-memory batch and bring it to uint8 (N, size, size, 3).
+
+    Args:
+        images: uint8 (N, H, W, 3) RGB or (N, H, W, 4) RGBA. Float arrays are
+            accepted when they lie in [0, 255].
+        size: output side length.
+        name: what to call the array in error messages.
+    """
+    if images.ndim != 4 or images.shape[-1] not in (3, 4):
+        raise ValueError(
+            f"{name}: expected an array of shape (N, H, W, 3) or (N, H, W, 4), found {images.shape}."
+        )
+    if images.dtype != np.uint8:
+        if not np.issubdtype(images.dtype, np.number):
+            raise ValueError(f"{name}: expected dtype uint8, found {images.dtype}.")
+        lo, hi = float(np.min(images)), float(np.max(images))
+        if lo < 0.0 or hi > 255.0:
+            raise ValueError(
+                f"{name}: expected uint8 values in [0, 255], found dtype {images.dtype} "
+                f"with range [{lo:.3g}, {hi:.3g}]."
+            )
+        images = np.round(images).astype(np.uint8)
+    mode = "RGBA" if images.shape[-1] == 4 else "RGB"
+    out = [_resize(composite_on_white(Image.fromarray(im, mode)), size) for im in images]
+    return np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
+
+
+def list_images(folder: PathLike) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Image folder {os.fspath(folder)!r} does not exist.")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def list_labelled_folder(folder: PathLike) -> tuple[list[Path], list[str]]:
+    """Paths and labels of a folder with one subfolder of images per class.
+
+    Subfolders without images are skipped; hidden folders (``.x``) are ignored.
+
+    Raises:
+        ValueError: no subfolder holds an image.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Labelled folder {os.fspath(folder)!r} does not exist.")
+    paths: list[Path] = []
+    labels: list[str] = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = list_images(sub)
+        paths.extend(files)
+        labels.extend([sub.name] * len(files))
+    if not paths:
+        raise ValueError(
+            f"Labelled folder {os.fspath(folder)!r}: expected one subfolder of images per class "
+            f"(extensions {IMAGE_EXTENSIONS}), found no images in any subfolder."
+        )
+    return paths, labels
+
+
+def load_labelled_folder(
+    folder: PathLike, size: int, class_names: Sequence[str] | None = None
+) -> LabelledImages:
+    """Load a labelled folder (one subfolder per class) into memory.
+
+    Args:
+        folder: root folder; each subfolder name is a class.
+        size: side length the images are resized to.
+        class_names: fix the class order (e.g. a trained classifier's classes).
+            Subfolders not in this list raise an error; by default the sorted
+            subfolder names are the classes.
+    """
+    paths, names = list_labelled_folder(folder)
+    classes = list(class_names) if class_names is not None else sorted(set(names))
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(names) - set(index))
+    if unknown:
+        raise ValueError(
+            f"Labelled folder {os.fspath(folder)!r}: subfolders {unknown} are not among the "
+            f"classifier's classes {classes}."
+        )
+    images = np.stack([load_image(p, size) for p in paths])  # (N, S, S, 3)
+    labels = np.array([index[n] for n in names], dtype=np.int64)
+    return LabelledImages(images, labels, classes, [os.fspath(p) for p in paths])
+
+
+def prepare_images(images: ImageInput, size: int) -> tuple[np.ndarray, list[str]]:
+    """Bring any supported image input to uint8 (N, size, size, 3) plus sources.
+
+    Args:
+        images: an array (N, H, W, 3|4), a list of image paths, or a folder of images.
+        size: side length.
+
+    Returns:
+        The batch and one source string per image (path, or ``"#i"`` for arrays).
+    """
+    if isinstance(images, np.ndarray):
+        return array_to_rgb(images, size), [f"#{i}" for i in range(len(images))]
+    if isinstance(images, (str, os.PathLike)):
+        paths: Sequence[PathLike] = list_images(images)
+        if not paths:
+            raise ValueError(f"Image folder {os.fspath(images)!r} holds no images {IMAGE_EXTENSIONS}.")
+    else:
+        paths = list(images)
+    if not paths:
+        return np.zeros((0, size, size, 3), np.uint8), []
+    return np.stack([load_image(p, size) for p in paths]), [os.fspath(p) for p in paths]

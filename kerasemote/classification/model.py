@@ -1,0 +1,265 @@
+"""ResNet-50 emotion classifier: backbone from keras.applications, new head.
+
+The saved model takes RGB pixels in [0, 255] at its own input size; ResNet's
+caffe-style preprocessing and the training-time augmentation live inside it,
+so callers never preprocess by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+
+from kerasemote.classification.images import ImageInput, PathLike, prepare_images
+
+MODEL_FILE = "model.keras"
+LABELS_FILE = "labels.json"
+IMAGENET_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+# ImageNet channel means in BGR order, the "caffe" preprocessing ResNet-50 was trained with.
+_BGR_MEAN = (103.939, 116.779, 123.68)
+
+
+@keras.saving.register_keras_serializable(package="kerasemote")
+class ResNetPreprocess(keras.layers.Layer):
+    """RGB [0, 255] -> BGR minus the ImageNet mean, as keras.applications ResNet-50 expects."""
+
+    def call(self, x):  # (B, S, S, 3)
+        bgr = keras.ops.flip(x, axis=-1)
+        return bgr - keras.ops.convert_to_tensor(_BGR_MEAN, dtype=x.dtype)
+
+
+def augmentation(seed: int | None = None) -> keras.Sequential:
+    """Flip, small rotation and zoom, contrast; active only while training.
+
+    Empty space from rotation/zoom is filled white, like the emoji backgrounds.
+    """
+    return keras.Sequential(
+        [
+            keras.layers.RandomFlip("horizontal", seed=seed),
+            keras.layers.RandomRotation(0.05, fill_mode="constant", fill_value=255.0, seed=seed),
+            keras.layers.RandomZoom(0.1, fill_mode="constant", fill_value=255.0, seed=seed),
+            keras.layers.RandomContrast(0.1, seed=seed),
+        ],
+        name="augmentation",
+    )
+
+
+def resolve_backbone_weights(weights: str | None) -> str | None:
+    """Turn the user's ``weights`` choice into what keras.applications accepts.
+
+    Args:
+        weights: ``"imagenet"`` (cached file, else a download), a path to a local
+            ResNet-50 no-top ``.h5`` file, or ``None`` / ``"none"`` for random init.
+
+    Raises:
+        FileNotFoundError: a local path that does not exist.
+        RuntimeError: ImageNet weights are neither cached nor downloadable.
+    """
+    if weights is None or str(weights).lower() == "none":
+        return None
+    if weights != "imagenet":
+        if not Path(weights).is_file():
+            raise FileNotFoundError(
+                f"ResNet-50 weights file {weights!r} does not exist; expected a local "
+                f"{IMAGENET_NOTOP_FILE} (or 'imagenet' to download, or 'none' for random init)."
+            )
+        return os.fspath(weights)
+    return _imagenet_weights_path()
+
+
+def _imagenet_weights_path() -> str:
+    cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / IMAGENET_NOTOP_FILE
+    if cache.is_file():
+        return os.fspath(cache)
+    url = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_NOTOP_FILE
+    try:
+        return keras.utils.get_file(IMAGENET_NOTOP_FILE, url, cache_subdir="models")
+    except Exception as err:  # offline machines raise URLError, OSError or ValueError
+        raise RuntimeError(
+            f"Could not download ImageNet weights for ResNet-50 from {url} ({err}). "
+            f"Copy {IMAGENET_NOTOP_FILE} to this machine and pass its path as weights "
+            "(--weights PATH), or pass 'none' (--weights none) to train from random init."
+        ) from err
+
+
+def build_classifier(
+    num_classes: int,
+    image_size: int = 128,
+    weights: str | None = "imagenet",
+    dropout: float = 0.3,
+    freeze_backbone: bool = False,
+    augment: bool = True,
+    seed: int | None = None,
+) -> keras.Model:
+    """ResNet-50 (include_top=False, average pooling) + dropout + softmax dense.
+
+    Args:
+        num_classes: number of output classes.
+        image_size: input side length in pixels (at least 32).
+        weights: see :func:`resolve_backbone_weights`.
+        dropout: dropout rate before the dense head.
+        freeze_backbone: train the head only; needs pretrained weights.
+        augment: put the augmentation layers in front of the backbone.
+        seed: seed of the augmentation layers.
+
+    Returns:
+        An uncompiled model mapping (B, S, S, 3) pixels in [0, 255] to (B, num_classes) probabilities.
+    """
+    if num_classes < 2:
+        raise ValueError(f"A classifier needs at least 2 classes, found {num_classes}.")
+    if image_size < 32:
+        raise ValueError(f"image_size must be at least 32 (ResNet-50 downsamples 32x), found {image_size}.")
+    path = resolve_backbone_weights(weights)
+    if freeze_backbone and path is None:
+        raise ValueError(
+            "freeze_backbone=True needs pretrained weights ('imagenet' or a local .h5); "
+            "a frozen random backbone cannot learn features."
+        )
+    backbone = keras.applications.ResNet50(
+        include_top=False, weights=path, input_shape=(image_size, image_size, 3), pooling="avg"
+    )
+    if path is None:
+        _speed_up_batchnorm_statistics(backbone)
+    backbone.trainable = not freeze_backbone  # frozen BatchNorm also runs in inference mode
+
+    inputs = keras.Input((image_size, image_size, 3), name="pixels")  # (B, S, S, 3) in [0, 255]
+    x = augmentation(seed)(inputs) if augment else inputs
+    x = ResNetPreprocess(name="resnet_preprocess")(x)
+    x = backbone(x)  # (B, 2048)
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="head")(x)  # (B, C)
+    return keras.Model(inputs, outputs, name="emoji_classifier")
+
+
+def _speed_up_batchnorm_statistics(model: keras.Model) -> None:
+    # From scratch a short run makes only a few hundred steps; with Keras' default
+    # momentum 0.99 the moving statistics would still mostly hold their initial
+    # values and the trained model would predict garbage in inference mode.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
+
+
+@dataclass
+class Classifier:
+    """A trained classifier and the names of its classes.
+
+    Attributes:
+        model: Keras model, pixels (B, S, S, 3) in [0, 255] -> probabilities (B, C).
+        class_names: class name of each output unit.
+    """
+
+    model: keras.Model
+    class_names: list[str]
+
+    @property
+    def image_size(self) -> int:
+        return int(self.model.input_shape[1])
+
+    def predict_proba(self, images: ImageInput, batch_size: int = 32) -> np.ndarray:
+        """Class probabilities (N, C) of an image batch, a list of paths or a folder."""
+        batch, _ = prepare_images(images, self.image_size)
+        return self.predict_prepared(batch, batch_size)
+
+    def predict_prepared(self, batch: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Probabilities (N, C) of uint8 images already at (N, S, S, 3)."""
+        if len(batch) == 0:
+            return np.zeros((0, len(self.class_names)), np.float32)
+        probs = self.model.predict(batch.astype(np.float32), batch_size=batch_size, verbose=0)
+        return np.asarray(probs, dtype=np.float32)
+
+    def predict_labels(self, images: ImageInput, batch_size: int = 32) -> list[str]:
+        """Most likely class name of each image."""
+        probs = self.predict_proba(images, batch_size)
+        return [self.class_names[i] for i in np.argmax(probs, axis=-1)]
+
+
+def save_classifier(classifier: Classifier, out_dir: PathLike, extra: dict | None = None) -> Path:
+    """Write ``model.keras`` and ``labels.json`` into ``out_dir`` (each atomically).
+
+    Args:
+        classifier: what to save.
+        out_dir: folder, created if needed.
+        extra: additional JSON-serialisable metadata stored in labels.json.
+
+    Returns:
+        ``out_dir`` as a Path.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".keras", dir=out)  # Keras insists on the suffix
+    os.close(fd)
+    try:
+        classifier.model.save(tmp)
+        os.replace(tmp, out / MODEL_FILE)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    meta = {"class_names": list(classifier.class_names), "image_size": classifier.image_size}
+    meta.update(extra or {})
+    write_json_atomic(out / LABELS_FILE, meta)
+    return out
+
+
+def write_json_atomic(path: PathLike, data: dict) -> None:
+    """Write JSON to a temp file beside ``path``, then rename it into place."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_class_names(labels_path: PathLike) -> list[str]:
+    """Class names from a labels.json, with errors that name the file and key."""
+    labels_path = Path(labels_path)
+    try:
+        meta = json.loads(labels_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"Label file {os.fspath(labels_path)!r} does not exist.") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"Label file {os.fspath(labels_path)!r} is not valid JSON: {err}") from err
+    names = meta.get("class_names") if isinstance(meta, dict) else None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(
+            f"Label file {os.fspath(labels_path)!r}: key 'class_names' must be a list of strings, "
+            f"found {names!r}."
+        )
+    return names
+
+
+def load_classifier(model_dir: PathLike) -> Classifier:
+    """Load ``model.keras`` + ``labels.json`` written by :func:`save_classifier`.
+
+    Raises:
+        ValueError: the label count does not match the model's outputs.
+    """
+    model_dir = Path(model_dir)
+    names = read_class_names(model_dir / LABELS_FILE)
+    model_path = model_dir / MODEL_FILE
+    if not model_path.is_file():
+        raise FileNotFoundError(f"Classifier model {os.fspath(model_path)!r} does not exist.")
+    model = keras.saving.load_model(model_path)
+    units = int(model.output_shape[-1])
+    if units != len(names):
+        raise ValueError(
+            f"Label file {os.fspath(model_dir / LABELS_FILE)!r}: key 'class_names' has {len(names)} "
+            f"names but {os.fspath(model_path)!r} has {units} outputs; expected the same count."
+        )
+    return Classifier(model=model, class_names=names)
+
+
+def class_index(classifier_names: Sequence[str], label: str) -> int:
+    """Index of ``label`` among the classifier's classes, with a helpful error."""
+    try:
+        return list(classifier_names).index(label)
+    except ValueError:
+        raise ValueError(
+            f"Label {label!r} is not one of the classifier's classes {list(classifier_names)}."
+        ) from None

@@ -1,0 +1,199 @@
+"""Train the ResNet-50 classifier on a labelled folder or an in-memory labelled set."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Union
+
+import keras
+import numpy as np
+
+from kerasemote.classification.images import LabelledImages, PathLike, load_labelled_folder
+from kerasemote.classification.model import (
+    Classifier,
+    build_classifier,
+    save_classifier,
+    write_json_atomic,
+)
+from kerasemote.classification.plots import plot_history
+
+HISTORY_PLOT = "history.png"
+HISTORY_FILE = "history.json"
+
+TrainData = Union[PathLike, LabelledImages]
+
+
+@dataclass(frozen=True)
+class ClassifierTrainConfig:
+    """Settings of one classifier training run.
+
+    Args:
+        image_size: input side length (128 on CPU; 224 is ResNet-50's native size).
+        weights: ``"imagenet"``, a local ResNet-50 no-top ``.h5`` path, or ``"none"``.
+        freeze_backbone: train only the head (needs pretrained weights).
+        dropout: dropout before the dense head.
+        epochs: upper bound; early stopping usually ends sooner.
+        batch_size: images per step.
+        learning_rate: Adam step; ``None`` picks 1e-4 when fine-tuning pretrained
+            weights and 1e-3 otherwise (random init, or head only).
+        val_fraction: share of each class held out for validation when no
+            separate validation set is given (0 disables validation).
+        patience: epochs without validation-loss improvement before stopping.
+        augment: use flip / rotation / zoom / contrast augmentation.
+        class_weighting: weight classes inversely to their frequency.
+        seed: seed of the split, weights init and augmentation.
+    """
+
+    image_size: int = 128
+    weights: str = "imagenet"
+    freeze_backbone: bool = False
+    dropout: float = 0.3
+    epochs: int = 30
+    batch_size: int = 16
+    learning_rate: float | None = None
+    val_fraction: float = 0.2
+    patience: int = 5
+    augment: bool = True
+    class_weighting: bool = True
+    seed: int = 0
+
+    def resolved_learning_rate(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        pretrained = str(self.weights).lower() != "none"
+        return 1e-4 if pretrained and not self.freeze_backbone else 1e-3
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_classifier` produced.
+
+    Attributes:
+        classifier: the trained classifier (best validation weights when validating).
+        history: per-epoch metrics from ``keras.Model.fit``.
+        out_dir: folder holding model.keras, labels.json, history.json, history.png.
+        validation: the held-out images (``None`` without validation).
+    """
+
+    classifier: Classifier
+    history: dict[str, list[float]]
+    out_dir: Path
+    validation: LabelledImages | None
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices per class so every class keeps its share in both parts.
+
+    A class with at least two images gives at least one to validation; a class
+    with a single image stays in training.
+
+    Returns:
+        (train indices, validation indices), each sorted.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), found {val_fraction}.")
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_val = 0 if val_fraction == 0 or len(idx) < 2 else max(1, round(val_fraction * len(idx)))
+        val.extend(idx[:n_val])
+        train.extend(idx[n_val:])
+    return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(val, dtype=np.int64))
+
+
+def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """``n / (num_classes * count_c)`` per class: rare classes weigh more; absent classes get 1."""
+    counts = np.bincount(labels, minlength=num_classes)
+    total = counts.sum()
+    return {c: float(total / (num_classes * n)) if n else 1.0 for c, n in enumerate(counts)}
+
+
+def _as_labelled(data: TrainData, size: int) -> LabelledImages:
+    return data if isinstance(data, LabelledImages) else load_labelled_folder(data, size)
+
+
+def _split(
+    data: LabelledImages, val_data: TrainData | None, config: ClassifierTrainConfig
+) -> tuple[LabelledImages, LabelledImages | None]:
+    if isinstance(val_data, LabelledImages):
+        if val_data.class_names != data.class_names:
+            raise ValueError(
+                f"Validation classes {val_data.class_names} differ from training classes {data.class_names}."
+            )
+        return data, val_data
+    if val_data is not None:
+        return data, load_labelled_folder(val_data, config.image_size, data.class_names)
+    train_idx, val_idx = stratified_split(data.labels, config.val_fraction, config.seed)
+    return data.subset(train_idx), (data.subset(val_idx) if len(val_idx) else None)
+
+
+def train_classifier(
+    data: TrainData,
+    out_dir: PathLike,
+    config: ClassifierTrainConfig = ClassifierTrainConfig(),
+    val_data: TrainData | None = None,
+    verbose: int | str = "auto",
+) -> TrainResult:
+    """Train a ResNet-50 classifier and save it with its labels and history plot.
+
+    Args:
+        data: a folder with one subfolder of images per class, or a LabelledImages.
+        out_dir: where model.keras, labels.json, history.json and history.png go.
+        config: training settings.
+        val_data: separate validation set; by default ``config.val_fraction`` of
+            each class of ``data`` is held out.
+        verbose: Keras ``fit`` verbosity (its own progress bar).
+
+    Returns:
+        The trained classifier, its history and the held-out validation set.
+
+    Example:
+        >>> result = train_classifier("emoji_by_emotion/", "clf/",
+        ...                           ClassifierTrainConfig(weights="none", image_size=64))
+    """
+    labelled = _as_labelled(data, config.image_size)
+    train, val = _split(labelled, val_data, config)
+    keras.utils.set_random_seed(config.seed)
+    model = build_classifier(
+        len(labelled.class_names), config.image_size, config.weights, config.dropout,
+        config.freeze_backbone, config.augment, config.seed,
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.resolved_learning_rate()),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    monitor = "val_loss" if val is not None else "loss"
+    stop = keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience, restore_best_weights=True)
+    fit = model.fit(
+        train.images.astype(np.float32), train.labels,
+        validation_data=(val.images.astype(np.float32), val.labels) if val is not None else None,
+        epochs=config.epochs, batch_size=config.batch_size, callbacks=[stop], shuffle=True,
+        class_weight=balanced_class_weights(train.labels, len(labelled.class_names)) if config.class_weighting else None,
+        verbose=verbose,
+    )
+    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    classifier = Classifier(model=model, class_names=list(labelled.class_names))
+    out = _save_run(classifier, out_dir, config, history, len(train.labels), 0 if val is None else len(val.labels))
+    return TrainResult(classifier, history, out, val)
+
+
+def _save_run(
+    classifier: Classifier, out_dir: PathLike, config: ClassifierTrainConfig,
+    history: dict[str, list[float]], n_train: int, n_val: int,
+) -> Path:
+    extra = {"train_config": asdict(config), "num_train": n_train, "num_val": n_val}
+    out = save_classifier(classifier, out_dir, extra)
+    write_json_atomic(out / HISTORY_FILE, history)
+    plot_history(history, out / HISTORY_PLOT)
+    return out
+
+
+def load_history(model_dir: PathLike) -> dict[str, list[float]]:
+    """Read the history.json written by :func:`train_classifier`."""
+    path = Path(model_dir) / HISTORY_FILE
+    return json.loads(path.read_text(encoding="utf-8"))
+

@@ -1,0 +1,1 @@
+"""Emoji sources. Each function yields ``EmojiRecord`` or ``SkippedItem`` and decodes lazily."""

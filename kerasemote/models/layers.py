@@ -1,0 +1,231 @@
+"""Building blocks shared by the UNet and the VAE.
+
+Layer names follow the module names of the reference PyTorch implementation
+(diffusers), so a Keras variable path such as
+``unet/down_blocks.0/attentions.0/transformer_blocks.0/attn1/to_q/kernel`` reads
+as the checkpoint key ``down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight``.
+The converters in ``kerasemote.convert`` rely on that one-to-one naming.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+
+def conv(filters: int, kernel_size: int, name: str, strides: int = 1) -> keras.layers.Conv2D:
+    """A convolution with no implicit padding: callers pad explicitly (see ``pad``)."""
+    return keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="valid", name=name)
+
+
+def pad(x, before: int, after: int | None = None):
+    """Zero-pad the two spatial axes of a (B, H, W, C) tensor."""
+    after = before if after is None else after
+    return ops.pad(x, [[0, 0], [before, after], [before, after], [0, 0]])
+
+
+def group_norm(groups: int, epsilon: float, name: str) -> keras.layers.GroupNormalization:
+    return keras.layers.GroupNormalization(groups=groups, epsilon=epsilon, name=name)
+
+
+class ResnetBlock(keras.layers.Layer):
+    """GroupNorm-SiLU-Conv twice, with an optional timestep embedding added in between.
+
+    Args:
+        in_channels: channels of the input.
+        out_channels: channels of the output; a 1x1 ``conv_shortcut`` projects the
+            residual when they differ.
+        groups: GroupNorm groups.
+        epsilon: GroupNorm epsilon.
+        use_time_embedding: add a projected timestep embedding (UNet) or not (VAE).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        groups: int,
+        epsilon: float,
+        use_time_embedding: bool = True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.norm1 = group_norm(groups, epsilon, "norm1")
+        self.conv1 = conv(out_channels, 3, "conv1")
+        self.time_emb_proj = (
+            keras.layers.Dense(out_channels, name="time_emb_proj") if use_time_embedding else None
+        )
+        self.norm2 = group_norm(groups, epsilon, "norm2")
+        self.conv2 = conv(out_channels, 3, "conv2")
+        self.conv_shortcut = (
+            conv(out_channels, 1, "conv_shortcut") if in_channels != out_channels else None
+        )
+
+    def call(self, x, temb=None):
+        h = self.conv1(pad(ops.silu(self.norm1(x)), 1))  # (B, H, W, out)
+        if self.time_emb_proj is not None:
+            h = h + self.time_emb_proj(ops.silu(temb))[:, None, None, :]
+        h = self.conv2(pad(ops.silu(self.norm2(h)), 1))
+        if self.conv_shortcut is not None:
+            x = self.conv_shortcut(x)
+        return x + h
+
+
+def multi_head_attention(q, k, v, num_heads: int):
+    """Scaled dot-product attention.
+
+    Args:
+        q: (B, N, C) queries.
+        k: (B, M, C) keys.
+        v: (B, M, C) values.
+        num_heads: heads; C must divide evenly.
+
+    Returns:
+        (B, N, C) attended values.
+    """
+    channels = q.shape[-1]
+    head_dim = channels // num_heads
+    batch, n, m = ops.shape(q)[0], ops.shape(q)[1], ops.shape(k)[1]
+    q = ops.transpose(ops.reshape(q, (batch, n, num_heads, head_dim)), (0, 2, 1, 3))  # (B, h, N, d)
+    k = ops.transpose(ops.reshape(k, (batch, m, num_heads, head_dim)), (0, 2, 3, 1))  # (B, h, d, M)
+    v = ops.transpose(ops.reshape(v, (batch, m, num_heads, head_dim)), (0, 2, 1, 3))  # (B, h, M, d)
+    scores = ops.matmul(q * (1.0 / math.sqrt(head_dim)), k)  # (B, h, N, M)
+    weights = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), q.dtype)
+    out = ops.matmul(weights, v)  # (B, h, N, d)
+    return ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (batch, n, channels))
+
+
+class Attention(keras.layers.Layer):
+    """Multi-head (cross-)attention with diffusers' ``to_q/to_k/to_v/to_out.0`` layout."""
+
+    def __init__(self, channels: int, num_heads: int, qkv_bias: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.to_q = keras.layers.Dense(channels, use_bias=qkv_bias, name="to_q")
+        self.to_k = keras.layers.Dense(channels, use_bias=qkv_bias, name="to_k")
+        self.to_v = keras.layers.Dense(channels, use_bias=qkv_bias, name="to_v")
+        self.to_out = keras.layers.Dense(channels, name="to_out.0")
+
+    def call(self, x, context=None):
+        context = x if context is None else context
+        out = multi_head_attention(self.to_q(x), self.to_k(context), self.to_v(context), self.num_heads)
+        return self.to_out(out)
+
+
+class VAEAttentionBlock(keras.layers.Layer):
+    """Single-head spatial self-attention of the VAE mid block (diffusers names)."""
+
+    def __init__(self, channels: int, groups: int, epsilon: float, **kwargs):
+        super().__init__(**kwargs)
+        self.group_norm = group_norm(groups, epsilon, "group_norm")
+        self.to_q = keras.layers.Dense(channels, name="to_q")
+        self.to_k = keras.layers.Dense(channels, name="to_k")
+        self.to_v = keras.layers.Dense(channels, name="to_v")
+        self.to_out = keras.layers.Dense(channels, name="to_out.0")
+
+    def call(self, x):
+        batch, height, width, channels = ops.shape(x)[0], ops.shape(x)[1], ops.shape(x)[2], x.shape[-1]
+        h = ops.reshape(self.group_norm(x), (batch, height * width, channels))  # (B, HW, C)
+        h = multi_head_attention(self.to_q(h), self.to_k(h), self.to_v(h), 1)
+        return x + ops.reshape(self.to_out(h), (batch, height, width, channels))
+
+
+def gelu(x, approximate: bool):
+    return ops.gelu(x, approximate=approximate)
+
+
+class GEGLUFeedForward(keras.layers.Layer):
+    """Gated-GELU MLP of the SD transformer block (``ff.net.0.proj`` and ``ff.net.2``)."""
+
+    def __init__(self, channels: int, approximate_gelu: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = 4 * channels
+        self.approximate_gelu = approximate_gelu
+        self.proj = keras.layers.Dense(2 * self.inner, name="net.0.proj")
+        self.out = keras.layers.Dense(channels, name="net.2")
+
+    def call(self, x):
+        h = self.proj(x)  # (B, N, 2 * inner)
+        hidden, gate = h[..., : self.inner], h[..., self.inner :]
+        return self.out(hidden * gelu(gate, self.approximate_gelu))
+
+
+class BasicTransformerBlock(keras.layers.Layer):
+    """Self-attention, cross-attention to the prompt, GEGLU MLP; pre-LayerNorm residuals."""
+
+    def __init__(self, channels: int, num_heads: int, approximate_gelu: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.norm1 = keras.layers.LayerNormalization(epsilon=1e-5, name="norm1")
+        self.attn1 = Attention(channels, num_heads, name="attn1")
+        self.norm2 = keras.layers.LayerNormalization(epsilon=1e-5, name="norm2")
+        self.attn2 = Attention(channels, num_heads, name="attn2")
+        self.norm3 = keras.layers.LayerNormalization(epsilon=1e-5, name="norm3")
+        self.ff = GEGLUFeedForward(channels, approximate_gelu, name="ff")
+
+    def call(self, x, context):
+        x = x + self.attn1(self.norm1(x))
+        x = x + self.attn2(self.norm2(x), context)
+        return x + self.ff(self.norm3(x))
+
+
+class SpatialTransformer(keras.layers.Layer):
+    """GroupNorm, 1x1 conv in, transformer blocks over H*W tokens, 1x1 conv out, residual."""
+
+    def __init__(
+        self,
+        channels: int,
+        num_heads: int,
+        depth: int,
+        groups: int,
+        epsilon: float,
+        approximate_gelu: bool = False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.norm = group_norm(groups, epsilon, "norm")
+        self.proj_in = conv(channels, 1, "proj_in")
+        self.transformer_blocks = [
+            BasicTransformerBlock(channels, num_heads, approximate_gelu, name=f"transformer_blocks.{i}")
+            for i in range(depth)
+        ]
+        self.proj_out = conv(channels, 1, "proj_out")
+
+    def call(self, x, context):
+        batch, height, width, channels = ops.shape(x)[0], ops.shape(x)[1], ops.shape(x)[2], x.shape[-1]
+        h = self.proj_in(self.norm(x))
+        h = ops.reshape(h, (batch, height * width, channels))  # (B, HW, C)
+        for block in self.transformer_blocks:
+            h = block(h, context)
+        h = ops.reshape(h, (batch, height, width, channels))
+        return x + self.proj_out(h)
+
+
+class Downsample(keras.layers.Layer):
+    """Stride-2 3x3 convolution.
+
+    Args:
+        channels: output channels.
+        asymmetric: pad only bottom/right by one (VAE), instead of one on every side (UNet).
+    """
+
+    def __init__(self, channels: int, asymmetric: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.asymmetric = asymmetric
+        self.conv = conv(channels, 3, "conv", strides=2)
+
+    def call(self, x):
+        return self.conv(pad(x, 0, 1) if self.asymmetric else pad(x, 1))
+
+
+class Upsample(keras.layers.Layer):
+    """Nearest-neighbour 2x upsampling followed by a 3x3 convolution."""
+
+    def __init__(self, channels: int, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = conv(channels, 3, "conv")
+
+    def call(self, x):
+        x = ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
+        return self.conv(pad(x, 1))

@@ -1,0 +1,458 @@
+"""One set of file functions for local paths, mounted Google Drive and ``gs://`` URLs.
+
+Every path argument in kerasemote may be
+
+* a local path (``runs/broccoli/embedding.npz``),
+* a mounted Google Drive path, which is just a local path in Colab
+  (``/content/drive/MyDrive/emoji/...``),
+* a Cloud Storage URL ``gs://bucket/key``.
+
+Local writes are atomic: data goes to a temporary file in the target folder, then
+``os.replace`` moves it into place, so an interrupted Colab session never leaves a
+half-written checkpoint. A Cloud Storage upload only becomes visible once complete.
+
+``google-cloud-storage`` is imported only when a ``gs://`` path is used. When
+``STORAGE_EMULATOR_HOST`` is set (tests), the client uses anonymous credentials and
+the project ``GOOGLE_CLOUD_PROJECT`` (default ``"kerasemote-test"``).
+
+``pathlib.Path("gs://b/k")`` collapses the double slash to ``gs:/b/k``; such paths are
+read as ``gs://b/k``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import glob as _glob
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from typing import IO, Any, Iterator, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+GCS_PREFIX = "gs://"
+COLAB_AUTH_HINT = (
+    "In Colab run `from google.colab import auth; auth.authenticate_user()` first; elsewhere run "
+    "`gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS."
+)
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+class StorageAuthError(PermissionError):
+    """No usable Google Cloud credentials, or no permission on a bucket."""
+
+
+# ---------------------------------------------------------------------- paths
+
+
+def _fspath(path: PathLike) -> str:
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise TypeError(f"Paths must be str or os.PathLike[str], got {type(text).__name__}.")
+    if text.startswith("gs:/") and not text.startswith(GCS_PREFIX):
+        text = GCS_PREFIX + text[len("gs:/") :]  # pathlib.Path collapsed the "//"
+    return text
+
+
+def is_gcs(path: PathLike) -> bool:
+    """Whether ``path`` is a Cloud Storage URL (``gs://bucket/key``)."""
+    return _fspath(path).startswith(GCS_PREFIX)
+
+
+def split_gcs(path: PathLike) -> tuple[str, str]:
+    """Split ``gs://bucket/a/b`` into ``("bucket", "a/b")``."""
+    text = _fspath(path)
+    if not text.startswith(GCS_PREFIX):
+        raise ValueError(f"Not a gs:// path: {text!r}.")
+    bucket, _, key = text[len(GCS_PREFIX) :].partition("/")
+    if not bucket:
+        raise ValueError(f"gs:// path {text!r} has no bucket name; expected gs://bucket/key.")
+    return bucket, key
+
+
+def join(*parts: PathLike) -> str:
+    """Join path parts; ``gs://`` paths are joined with ``/`` whatever the OS."""
+    texts = [_fspath(p) for p in parts]
+    if not texts:
+        raise ValueError("join() needs at least one path part.")
+    if not is_gcs(texts[0]):
+        return os.path.join(*texts)
+    out = texts[0]
+    for part in texts[1:]:
+        if not part:
+            continue
+        out = part if is_gcs(part) else out.rstrip("/") + "/" + part.lstrip("/")
+    return out
+
+
+def _gcs_url(bucket: str, key: str) -> str:
+    return f"{GCS_PREFIX}{bucket}/{key}"
+
+
+def basename(path: PathLike) -> str:
+    """Last component of a local or ``gs://`` path (a trailing ``/`` is ignored)."""
+    text = _fspath(path)
+    return text.rstrip("/").rsplit("/", 1)[-1] if is_gcs(text) else os.path.basename(text)
+
+
+# ---------------------------------------------------------------------- client
+
+
+@functools.lru_cache(maxsize=4)
+def _make_client(emulator_host: str | None, project: str | None) -> Any:
+    try:
+        from google.cloud import storage as gcs
+    except ImportError as err:  # pragma: no cover - core dependency
+        raise ImportError("gs:// paths need `pip install google-cloud-storage`.") from err
+    if emulator_host:
+        from google.auth.credentials import AnonymousCredentials
+
+        return gcs.Client(project=project or "kerasemote-test", credentials=AnonymousCredentials())
+    import google.auth.exceptions
+
+    try:
+        return gcs.Client(project=project)
+    except google.auth.exceptions.DefaultCredentialsError as err:
+        raise StorageAuthError(f"No Google Cloud credentials found ({err}). {COLAB_AUTH_HINT}") from None
+
+
+def _client() -> Any:
+    # Keyed on the environment so tests that set STORAGE_EMULATOR_HOST get their own client.
+    return _make_client(
+        os.environ.get("STORAGE_EMULATOR_HOST"), os.environ.get("GOOGLE_CLOUD_PROJECT")
+    )
+
+
+def _blob(path: str) -> Any:
+    bucket, key = split_gcs(path)
+    if not key or key.endswith("/"):
+        raise IsADirectoryError(f"{path!r} names a gs:// folder, not a file.")
+    return _client().bucket(bucket).blob(key)
+
+
+@contextlib.contextmanager
+def _gcs_errors(path: str) -> Iterator[None]:
+    """Turn Cloud Storage exceptions into FileNotFoundError / StorageAuthError naming ``path``."""
+    from google.api_core import exceptions as gexc
+    import google.auth.exceptions
+
+    try:
+        yield
+    except gexc.NotFound:
+        bucket, _ = split_gcs(path)
+        raise FileNotFoundError(f"No such file: {path} ({_bucket_state(bucket)}).") from None
+    except (gexc.Forbidden, gexc.Unauthorized) as err:
+        raise StorageAuthError(f"Access to {path} was refused ({err.message}). {COLAB_AUTH_HINT}") from None
+    except google.auth.exceptions.DefaultCredentialsError as err:
+        raise StorageAuthError(f"No Google Cloud credentials for {path} ({err}). {COLAB_AUTH_HINT}") from None
+
+
+def _bucket_state(bucket: str) -> str:
+    try:
+        found = _client().bucket(bucket).exists()
+    except Exception:  # no bucket-level permission: say nothing wrong
+        return f"could not check bucket {bucket!r}"
+    if found:
+        return f"bucket {bucket!r} exists, the object does not"
+    return f"bucket {bucket!r} does not exist or this account cannot see it. {COLAB_AUTH_HINT}"
+
+
+def _list_blobs(bucket: str, prefix: str, delimiter: str | None = None) -> Any:
+    return _client().list_blobs(bucket, prefix=prefix, delimiter=delimiter)
+
+
+# ---------------------------------------------------------------------- queries
+
+
+def exists(path: PathLike) -> bool:
+    """Whether a file or folder exists (a gs:// folder exists if any object is under it)."""
+    text = _fspath(path)
+    if not is_gcs(text):
+        return os.path.exists(text)
+    bucket, key = split_gcs(text)
+    if key and not key.endswith("/"):
+        with _gcs_errors(text):
+            if _client().bucket(bucket).blob(key).exists():
+                return True
+    return isdir(text)
+
+
+def isdir(path: PathLike) -> bool:
+    """Whether ``path`` is a folder (gs://: the bucket, or a prefix with objects under it)."""
+    text = _fspath(path)
+    if not is_gcs(text):
+        return os.path.isdir(text)
+    bucket, key = split_gcs(text)
+    with _gcs_errors(text):
+        if not key.strip("/"):
+            return _client().bucket(bucket).exists()
+        prefix = key.rstrip("/") + "/"
+        return any(True for _ in _client().list_blobs(bucket, prefix=prefix, max_results=1))
+
+
+def listdir(path: PathLike) -> list[str]:
+    """Sorted names (not paths) of the files and folders directly inside ``path``."""
+    text = _fspath(path)
+    if not is_gcs(text):
+        return sorted(os.listdir(text))
+    bucket, key = split_gcs(text)
+    prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+    with _gcs_errors(text):
+        pages = _list_blobs(bucket, prefix, delimiter="/")
+        names = {blob.name[len(prefix) :] for blob in pages}
+        names |= {p[len(prefix) :].rstrip("/") for p in pages.prefixes}
+    names.discard("")  # the folder placeholder object some tools create
+    if not names and not isdir(text):
+        raise FileNotFoundError(f"No such folder: {text}.")
+    return sorted(names)
+
+
+def glob(pattern: PathLike) -> list[str]:
+    """Sorted paths matching ``pattern``; ``*``, ``?``, ``[...]`` stay inside one folder, ``**`` crosses folders."""
+    text = _fspath(pattern)
+    if not is_gcs(text):
+        return sorted(_glob.glob(text, recursive=True))
+    bucket, key = split_gcs(text)
+    match = _GLOB_CHARS.search(key)
+    if match is None:
+        return [text] if exists(text) else []
+    prefix = key[: match.start()]
+    regex = _glob_regex(key)
+    found: set[str] = set()
+    with _gcs_errors(text):
+        for blob in _list_blobs(bucket, prefix):
+            for candidate in _self_and_parents(blob.name, len(prefix)):
+                if regex.fullmatch(candidate):
+                    found.add(_gcs_url(bucket, candidate))
+    return sorted(found)
+
+
+def _glob_regex(key: str) -> re.Pattern[str]:
+    """Regex for a gs:// key pattern: ``*``/``?``/``[...]`` within one folder, ``**`` across."""
+    out, i = [], 0
+    while i < len(key):
+        if key.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif key.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif key[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif key[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif key[i] == "[" and "]" in key[i + 2 :]:
+            end = key.index("]", i + 2)
+            body = key[i + 1 : end]
+            negate = body.startswith("!")
+            body = re.escape(body[1:] if negate else body).replace("\\-", "-")
+            out.append(f"[{'^/' if negate else ''}{body}]")
+            i = end + 1
+        else:
+            out.append(re.escape(key[i]))
+            i += 1
+    return re.compile("".join(out))
+
+
+def _self_and_parents(name: str, start: int) -> Iterator[str]:
+    """``a/b/c`` -> ``a/b/c``, ``a/b``, ``a`` (folders only past ``start``)."""
+    yield name.rstrip("/")
+    cut = name.rfind("/", 0, len(name.rstrip("/")))
+    while cut >= start and cut > 0:
+        yield name[:cut]
+        cut = name.rfind("/", 0, cut)
+
+
+# ---------------------------------------------------------------------- reads
+
+
+def read_bytes(path: PathLike) -> bytes:
+    """All bytes of a local or gs:// file."""
+    text = _fspath(path)
+    if not is_gcs(text):
+        with open(text, "rb") as f:
+            return f.read()
+    with _gcs_errors(text):
+        return _blob(text).download_as_bytes()
+
+
+@contextlib.contextmanager
+def open_read(path: PathLike) -> Iterator[IO[bytes]]:
+    """Binary, seekable file object; gs:// objects are streamed in chunks, not loaded whole."""
+    text = _fspath(path)
+    if not is_gcs(text):
+        with open(text, "rb") as f:
+            yield f
+        return
+    blob = _blob(text)
+    with _gcs_errors(text):
+        blob.reload()  # fail here, naming the path, rather than at the first read
+    with blob.open("rb") as f:
+        yield f
+
+
+@contextlib.contextmanager
+def local_copy(path: PathLike) -> Iterator[str]:
+    """A real local filename for ``path`` (for h5py, PIL...); gs:// is downloaded to a temp file.
+
+    Example:
+        >>> with local_copy("gs://bucket/model.h5") as filename:  # doctest: +SKIP
+        ...     h5py.File(filename, "r")
+    """
+    text = _fspath(path)
+    if not is_gcs(text):
+        if not os.path.exists(text):
+            raise FileNotFoundError(f"No such file: {text}.")
+        yield text
+        return
+    with tempfile.TemporaryDirectory(prefix="kerasemote-") as tmp:
+        filename = os.path.join(tmp, basename(text))
+        with _gcs_errors(text):
+            _blob(text).download_to_filename(filename)
+        yield filename
+
+
+# ---------------------------------------------------------------------- writes
+
+
+def makedirs(path: PathLike) -> None:
+    """Create a local folder and its parents; a no-op for gs:// (folders are key prefixes)."""
+    text = _fspath(path)
+    if not is_gcs(text):
+        os.makedirs(text, exist_ok=True)
+
+
+def _temp_beside(target: str) -> str:
+    folder = os.path.dirname(os.path.abspath(target))
+    os.makedirs(folder, exist_ok=True)
+    # Keep the extension last: writers such as PIL pick the format from it.
+    return os.path.join(folder, f".tmp-{uuid.uuid4().hex[:8]}-{os.path.basename(target)}")
+
+
+def _write_local_atomic(target: str, data: bytes) -> None:
+    tmp = _temp_beside(target)
+    try:
+        # os.open applies the umask, so the file gets the usual 0644 (not mkstemp's 0600).
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` atomically, creating parent folders; readers never see a partial file."""
+    text = _fspath(path)
+    if not is_gcs(text):
+        _write_local_atomic(text, bytes(data))
+        return
+    with _gcs_errors(text):
+        _blob(text).upload_from_string(bytes(data), content_type="application/octet-stream")
+
+
+@contextlib.contextmanager
+def local_output(path: PathLike) -> Iterator[str]:
+    """A local temp filename to write; on success it atomically becomes ``path``.
+
+    For writers that need a real file (``np.savez``, h5py, PIL, GIF writers) and for
+    large files that should not be held in memory. On an exception nothing is written.
+
+    Example:
+        >>> with local_output("gs://bucket/grid.png") as filename:  # doctest: +SKIP
+        ...     image.save(filename, format="PNG")
+    """
+    text = _fspath(path)
+    if is_gcs(text):
+        _blob(text)  # validate the URL before the caller does the work
+        with tempfile.TemporaryDirectory(prefix="kerasemote-") as tmp:
+            filename = os.path.join(tmp, basename(text))
+            yield filename
+            with _gcs_errors(text):
+                _blob(text).upload_from_filename(filename)
+        return
+    tmp = _temp_beside(text)
+    try:
+        yield tmp
+        if not os.path.exists(tmp):
+            raise FileNotFoundError(f"Nothing was written to the temporary file for {text}.")
+        os.replace(tmp, text)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+
+
+def remove(path: PathLike) -> None:
+    """Delete one file (not a folder)."""
+    text = _fspath(path)
+    if not is_gcs(text):
+        if not os.path.lexists(text):
+            raise FileNotFoundError(f"No such file: {text}.")
+        os.remove(text)
+        return
+    with _gcs_errors(text):
+        _blob(text).delete()
+
+
+def upload_dir(local_dir: PathLike, gs_dir: PathLike) -> list[str]:
+    """Copy every file under ``local_dir`` to ``gs_dir``, keeping relative paths.
+
+    Returns:
+        The gs:// paths written, sorted.
+    """
+    src, dst = _fspath(local_dir), _fspath(gs_dir)
+    if not is_gcs(dst):
+        raise ValueError(f"upload_dir destination must be gs://, got {dst!r}.")
+    if not os.path.isdir(src):
+        raise FileNotFoundError(f"No such folder: {src}.")
+    written = []
+    for root, _, files in os.walk(src):
+        for name in sorted(files):
+            local = os.path.join(root, name)
+            rel = os.path.relpath(local, src).replace(os.sep, "/")
+            target = join(dst, rel)
+            with _gcs_errors(target):
+                _blob(target).upload_from_filename(local)
+            written.append(target)
+    return sorted(written)
+
+
+def download_dir(gs_dir: PathLike, local_dir: PathLike) -> list[str]:
+    """Copy every object under ``gs_dir`` into ``local_dir``, keeping relative paths.
+
+    Returns:
+        The local paths written, sorted.
+    """
+    src, dst = _fspath(gs_dir), _fspath(local_dir)
+    bucket, key = split_gcs(src)
+    prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+    written = []
+    with _gcs_errors(src):
+        for blob in _list_blobs(bucket, prefix):
+            rel = blob.name[len(prefix) :]
+            if not rel or rel.endswith("/"):
+                continue  # folder placeholder objects
+            target = os.path.join(dst, *rel.split("/"))
+            if not os.path.abspath(target).startswith(os.path.abspath(dst) + os.sep):
+                raise ValueError(f"Object {blob.name!r} in {src} would be written outside {dst}.")
+            with local_output(target) as tmp:
+                blob.download_to_filename(tmp)
+            written.append(target)
+    if not written:
+        raise FileNotFoundError(f"No files under {src} ({_bucket_state(bucket)}).")
+    return sorted(written)
+
+
+def copy(src: PathLike, dst: PathLike) -> None:
+    """Copy one file between any two locations (local, Drive, gs://); the write is atomic."""
+    with local_copy(src) as filename, local_output(dst) as tmp:
+        shutil.copyfile(filename, tmp)
