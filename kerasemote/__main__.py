@@ -1,0 +1,5 @@
+import sys
+
+from kerasemote.cli import main
+
+sys.exit(main())

@@ -1,0 +1,54 @@
+"""The ``kerasemote`` command line: one module per command group, each owning no logic.
+
+Every command only parses arguments and calls the public API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Command modules, in the order `kerasemote --help` lists them. Each exposes
+# ``register(subparsers)``; the parser it adds sets ``func`` to a function of ``args``.
+COMMAND_MODULES = (
+    "kerasemote.cli.generate",
+    "kerasemote.cli.model",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kerasemote",
+        description="Teach Stable Diffusion 1.x new emoji and emotion concepts in TensorFlow / Keras 3.",
+    )
+    from kerasemote import __version__
+
+    parser.add_argument("--version", action="version", version=f"kerasemote {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except (FileNotFoundError, ValueError, RuntimeError, KeyError) as err:
+        if os.environ.get("KERASEMOTE_DEBUG"):
+            raise
+        print(f"kerasemote {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,285 @@
+"""``StableDiffusion``: the config, the tokenizer and the four Keras parts, plus the model directory.
+
+A model directory holds ``config.json`` (model config, tokenizer placeholders, the
+weight files) and one NumPy ``.npz`` per part, keyed by Keras variable path::
+
+    my-model/
+      config.json
+      text_encoder.npz  unet.npz  vae_encoder.npz  vae_decoder.npz
+
+Every command loads this format; ``kerasemote convert`` writes it from keras-cv,
+diffusers and original single-file checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+from keras import ops
+
+from kerasemote import storage, weights
+from kerasemote.config import ModelConfig, get_config
+from kerasemote.models.text_encoder import TextEncoder
+from kerasemote.models.unet import UNet
+from kerasemote.models.vae import VAEDecoder, VAEEncoder, latent_distribution
+from kerasemote.tokenizer import Tokenizer
+
+FORMAT = "kerasemote-model"
+FORMAT_VERSION = 1
+PARTS = ("text_encoder", "unet", "vae_encoder", "vae_decoder")
+
+
+class StableDiffusion:
+    """A Stable Diffusion 1.x model: tokenizer, text encoder, UNet, VAE encoder and decoder.
+
+    Args:
+        config: sizes of every part.
+        tokenizer: CLIP tokenizer (with any placeholder tokens); a fresh one if None.
+        text_encoder, unet, vae_encoder, vae_decoder: built parts; new randomly
+            initialized ones when None.
+
+    Example:
+        >>> model = StableDiffusion.random("tiny", seed=0)
+        >>> images = model.generate("a happy emoji", steps=4, seed=1)  # (1, 64, 64, 3) uint8
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        tokenizer: Tokenizer | None = None,
+        text_encoder: TextEncoder | None = None,
+        unet: UNet | None = None,
+        vae_encoder: VAEEncoder | None = None,
+        vae_decoder: VAEDecoder | None = None,
+    ):
+        self.config = config
+        self.tokenizer = tokenizer or Tokenizer.from_config(config)
+        extra = self.tokenizer.vocab_size - config.vocab_size
+        self.text_encoder = text_encoder or TextEncoder(config, extra).build_with_dummy()
+        if self.text_encoder.num_extra_tokens != extra:
+            raise ValueError(
+                f"The tokenizer has {extra} placeholder rows but the text encoder has "
+                f"{self.text_encoder.num_extra_tokens}."
+            )
+        self.unet = unet or UNet(config).build_with_dummy()
+        self.vae_encoder = vae_encoder or VAEEncoder(config).build_with_dummy()
+        self.vae_decoder = vae_decoder or VAEDecoder(config).build_with_dummy()
+        self.source = "random"
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def random(cls, config: str | ModelConfig = "tiny", seed: int | None = None) -> "StableDiffusion":
+        """A randomly initialized model (for tests and for training from scratch)."""
+        config = get_config(config) if isinstance(config, str) else config
+        if seed is not None:
+            keras.utils.set_random_seed(seed)
+        return cls(config)
+
+    @property
+    def parts(self) -> dict[str, keras.Model]:
+        return {
+            "text_encoder": self.text_encoder,
+            "unet": self.unet,
+            "vae_encoder": self.vae_encoder,
+            "vae_decoder": self.vae_decoder,
+        }
+
+    def load_part_arrays(self, arrays: dict[str, dict[str, np.ndarray]], source: str) -> None:
+        """Assign converted arrays, keyed by part then variable path; every key is checked."""
+        for part, part_arrays in arrays.items():
+            if part not in PARTS:
+                raise ValueError(f"{source}: unknown model part {part!r}; expected one of {PARTS}.")
+            weights.assign_arrays(self.parts[part], part_arrays, f"{source} [{part}]")
+
+    # ------------------------------------------------------------------ text
+
+    def tokenize(self, prompts: str | Sequence[str]) -> np.ndarray:
+        """(B, 77) int32 CLIP ids, placeholders included."""
+        return self.tokenizer.encode(prompts)
+
+    def encode_text(self, prompts: str | Sequence[str]) -> np.ndarray:
+        """Encoded prompts, (B, 77, text_width) float32: what the UNet attends to.
+
+        Interpolating two encoded prompts and passing the result as ``context`` to
+        ``generate`` mixes two concepts in context space.
+        """
+        ids = self.tokenize(prompts)
+        return ops.convert_to_numpy(self.text_encoder(ids))
+
+    def add_placeholder(
+        self, token: str, num_vectors: int = 1, init: str | np.ndarray | None = None
+    ) -> list[int]:
+        """Add a placeholder token (textual inversion) with new embedding rows.
+
+        Args:
+            token: e.g. ``"<broccoli>"``.
+            num_vectors: rows the token expands to.
+            init: a word whose single CLIP token initializes every row, an array of
+                shape (num_vectors, width) or (width,), or None for small random rows.
+
+        Returns:
+            The new token ids.
+        """
+        rows = self._initial_rows(token, num_vectors, init)
+        ids = self.tokenizer.add_placeholder(token, num_vectors)
+        current = self.placeholder_rows()
+        self.text_encoder = self.text_encoder.with_extra_tokens(np.concatenate([current, rows], axis=0))
+        return ids
+
+    def _initial_rows(self, token: str, num_vectors: int, init) -> np.ndarray:
+        width = self.config.text_width
+        if init is None:
+            return np.random.default_rng(0).normal(0.0, 0.02, (num_vectors, width)).astype("float32")
+        if isinstance(init, str):
+            ids = self.tokenizer.token_ids(init)
+            if len(ids) != 1:
+                raise ValueError(
+                    f"Initializer word {init!r} for {token!r} is {len(ids)} CLIP tokens {ids}; "
+                    "choose a word that is exactly one token (e.g. 'broccoli', 'face', 'emoji')."
+                )
+            row = ops.convert_to_numpy(self.text_encoder.token_embedding.table()[ids[0]])
+            return np.tile(row[None], (num_vectors, 1)).astype("float32")
+        rows = np.asarray(init, dtype="float32")
+        rows = np.tile(rows[None], (num_vectors, 1)) if rows.ndim == 1 else rows
+        if rows.shape != (num_vectors, width):
+            raise ValueError(
+                f"Initial rows for {token!r}: expected shape ({num_vectors}, {width}), found {rows.shape}."
+            )
+        return rows
+
+    def placeholder_rows(self, token: str | None = None) -> np.ndarray:
+        """Embedding rows of one placeholder token, or of all of them (N, width)."""
+        extra = self.text_encoder.token_embedding.extra_embeddings
+        width = self.config.text_width
+        rows = np.zeros((0, width), "float32") if extra is None else ops.convert_to_numpy(extra)
+        if token is None:
+            return rows
+        if token not in self.tokenizer.placeholders:
+            raise KeyError(f"No placeholder {token!r}; known: {list(self.tokenizer.placeholders)}.")
+        ids = np.asarray(self.tokenizer.placeholders[token]) - self.config.vocab_size
+        return rows[ids]
+
+    def set_placeholder_rows(self, token: str, rows: np.ndarray) -> None:
+        """Overwrite the embedding rows of an existing placeholder token."""
+        ids = np.asarray(self.tokenizer.placeholders[token]) - self.config.vocab_size
+        rows = np.asarray(rows, dtype="float32")
+        if rows.shape != (len(ids), self.config.text_width):
+            raise ValueError(
+                f"Rows for {token!r}: expected shape ({len(ids)}, {self.config.text_width}), found {rows.shape}."
+            )
+        all_rows = self.placeholder_rows().copy()
+        all_rows[ids] = rows
+        self.text_encoder.token_embedding.extra_embeddings.assign(all_rows)
+
+    # ------------------------------------------------------------------ images
+
+    def encode_images(self, images, seed: int | None = None, sample: bool = True) -> np.ndarray:
+        """Images -> scaled latents (B, H/8, W/8, 4), ready for the UNet.
+
+        Args:
+            images: uint8 (B, H, W, 3) in [0, 255] or float in [-1, 1].
+            seed: seed of the latent sample (``sample=True``).
+            sample: draw from the latent Gaussian; False returns its mean.
+        """
+        images = np.asarray(images)
+        if images.dtype == np.uint8:
+            images = images.astype("float32") / 127.5 - 1.0
+        mean, std = latent_distribution(self.vae_encoder(images))
+        latents = mean
+        if sample:
+            noise = np.random.default_rng(seed).standard_normal(mean.shape).astype("float32")
+            latents = mean + std * noise
+        return ops.convert_to_numpy(latents * self.config.scaling_factor)
+
+    def decode_latents(self, latents) -> np.ndarray:
+        """Scaled latents -> uint8 images (B, H, W, 3)."""
+        images = self.vae_decoder(ops.convert_to_tensor(latents) / self.config.scaling_factor)
+        return to_uint8(images)
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(self, prompt: str | Sequence[str] | None = None, **kwargs: Any) -> np.ndarray:
+        """Text to image (or image to image); see ``kerasemote.pipeline.generate`` for every option."""
+        from kerasemote.pipeline import generate
+
+        return generate(self, prompt, **kwargs)
+
+    # ------------------------------------------------------------------ saving
+
+    def save(self, directory: str, dtype: str = "float32", extra: dict[str, Any] | None = None) -> None:
+        """Write the model directory (``config.json`` + one ``.npz`` per part).
+
+        Args:
+            directory: local, Drive or ``gs://`` folder.
+            dtype: ``float32`` or ``float16`` (halves the files; loads back as float32).
+            extra: more JSON-able facts for the manifest (source checkpoint, training steps...).
+        """
+        if dtype not in ("float32", "float16"):
+            raise ValueError(f"dtype must be float32 or float16, got {dtype!r}.")
+        storage.makedirs(directory)
+        for part, model in self.parts.items():
+            arrays = {k: v.astype(dtype) for k, v in weights.model_arrays(model).items()}
+            weights.save_arrays(storage.join(directory, f"{part}.npz"), arrays, {"part": part})
+        manifest = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "tokenizer": self.tokenizer.to_dict(),
+            "parts": {part: f"{part}.npz" for part in PARTS},
+            "dtype": dtype,
+            **(extra or {}),
+        }
+        # config.json last: a directory with a config.json is complete.
+        storage.write_bytes(storage.join(directory, "config.json"), json.dumps(manifest, indent=2).encode())
+
+    @classmethod
+    def load(cls, directory: str) -> "StableDiffusion":
+        """Read a model directory written by ``save``; every key and shape is checked."""
+        path = storage.join(directory, "config.json")
+        if not storage.exists(path):
+            raise FileNotFoundError(
+                f"{directory} is not a kerasemote model directory (no config.json). Create one with "
+                "`kerasemote convert SRC --out DIR` or `kerasemote init-model --config tiny --out DIR`."
+            )
+        try:
+            manifest = json.loads(storage.read_bytes(path))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err}).") from None
+        if manifest.get("format") != FORMAT:
+            raise ValueError(f"{path}: expected format {FORMAT!r}, found {manifest.get('format')!r}.")
+        config = ModelConfig.from_dict(manifest["config"])
+        tokenizer = Tokenizer.from_dict(manifest.get("tokenizer", {}), source=path)
+        model = cls(config, tokenizer)
+        for part in PARTS:
+            file = storage.join(directory, manifest.get("parts", {}).get(part, f"{part}.npz"))
+            arrays, _ = weights.load_arrays(file)
+            weights.assign_arrays(model.parts[part], arrays, file)
+        model.source = str(directory)
+        return model
+
+
+def to_uint8(images) -> np.ndarray:
+    """Decoder output in about [-1, 1] -> uint8 [0, 255]."""
+    images = ops.convert_to_numpy(images)
+    return np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def load_model(name_or_dir: str = "tiny", **kwargs: Any) -> StableDiffusion:
+    """Load a model by preset name or from a model directory.
+
+    Args:
+        name_or_dir: a preset (``sd-v1-4``, ``sd-v1-5``, ``kerasemote-tiny``...; see
+            ``kerasemote.presets.PRESETS``), a model directory (local, Drive or ``gs://``),
+            or a checkpoint that ``kerasemote convert`` reads (converted on the fly).
+        **kwargs: passed to the preset resolver (e.g. ``weights=PATH``, ``cache_dir=DIR``).
+
+    Returns:
+        The loaded ``StableDiffusion``.
+    """
+    from kerasemote import presets
+
+    return presets.load(name_or_dir, **kwargs)

@@ -1,0 +1,185 @@
+"""Text to image and image to image: encode_text -> denoise -> decode.
+
+The denoising loop is written once; it takes encoded prompts, so interpolation in
+context space and combined concepts reuse it unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from kerasemote.schedulers import NoiseSchedule, get_sampler
+
+if TYPE_CHECKING:
+    from kerasemote.model import StableDiffusion
+
+
+def initial_noise(shape: Sequence[int], seed: int | None) -> np.ndarray:
+    """Standard normal latents from a seed: the same seed gives the same image on any device."""
+    return np.random.default_rng(seed).standard_normal(shape).astype("float32")
+
+
+def _as_list(prompt: str | Sequence[str] | None, n: int) -> list[str]:
+    if prompt is None:
+        return [""] * n
+    if isinstance(prompt, str):
+        return [prompt] * n
+    prompt = list(prompt)
+    if len(prompt) == 1:
+        return prompt * n
+    if len(prompt) != n:
+        raise ValueError(f"Got {len(prompt)} prompts for {n} images; give one prompt or one per image.")
+    return prompt
+
+
+class _Denoiser:
+    """The UNet with classifier-free guidance, compiled once per input shape."""
+
+    def __init__(self, unet, guidance: float, jit_compile: bool):
+        self.unet = unet
+        self.guidance = float(guidance)
+        self._call = tf.function(self._guided, jit_compile=jit_compile, reduce_retracing=True)
+
+    def _guided(self, latents, timestep, context, uncond):
+        batch = tf.shape(latents)[0]
+        t = tf.fill([batch], tf.cast(timestep, tf.float32))
+        if uncond is None:
+            return self.unet(latents, t, context)
+        # One UNet call on [unconditional, conditional] halves of a 2B batch.
+        both = self.unet(tf.concat([latents, latents], 0), tf.concat([t, t], 0), tf.concat([uncond, context], 0))
+        out_uncond, out_cond = tf.split(both, 2, axis=0)
+        return out_uncond + self.guidance * (out_cond - out_uncond)
+
+    def __call__(self, latents, timestep, context, uncond):
+        return self._call(latents, tf.constant(float(timestep), tf.float32), context, uncond)
+
+
+def generate(
+    model: "StableDiffusion",
+    prompt: str | Sequence[str] | None = None,
+    negative_prompt: str | Sequence[str] | None = None,
+    num_images: int | None = None,
+    steps: int = 25,
+    guidance: float = 7.5,
+    sampler: str = "ddim",
+    seed: int | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    init_latents: np.ndarray | None = None,
+    init_image: np.ndarray | None = None,
+    strength: float = 0.8,
+    timestep_spacing: str | None = None,
+    eta: float = 0.0,
+    set_alpha_to_one: bool = False,
+    context: np.ndarray | None = None,
+    negative_context: np.ndarray | None = None,
+    jit_compile: bool = False,
+    return_latents: bool = False,
+    progress: bool = True,
+) -> np.ndarray:
+    """Generate images.
+
+    Args:
+        model: the ``StableDiffusion`` model.
+        prompt: one prompt, or one per image. Ignored when ``context`` is given.
+        negative_prompt: what to steer away from (replaces the empty unconditional prompt).
+        num_images: images to make; defaults to the number of prompts / contexts / latents.
+        steps: sampler steps.
+        guidance: classifier-free guidance scale; 1 disables the unconditional pass.
+        sampler: ``ddim``, ``euler`` or ``dpm++`` (flow models: ``euler``).
+        seed: seed of the initial noise (and of DDIM's eta noise); same seed, same image.
+        height, width: image size in pixels, multiples of the VAE factor (8 for SD);
+            default ``config.image_size``.
+        init_latents: (N, H/8, W/8, 4) starting noise instead of the seeded one.
+        init_image: uint8 (N or 1, H, W, 3) image to start from (image to image).
+        strength: image to image: how much of the schedule to run (0..1).
+        timestep_spacing: ``leading`` / ``linspace`` / ``trailing``; default ``leading``
+            (SD 1.x) or ``trailing`` for flow models.
+        eta: DDIM stochasticity.
+        set_alpha_to_one: DDIM's final alpha (keras-cv's sampler uses True with linspace).
+        context: encoded prompts (N, 77, dim) instead of ``prompt`` (interpolation).
+        negative_context: encoded negative prompts to pair with ``context``.
+        jit_compile: compile the UNet with XLA.
+        return_latents: return the final latents instead of decoded images.
+        progress: show a progress bar.
+
+    Returns:
+        uint8 images (N, H, W, 3), or float32 latents with ``return_latents``.
+    """
+    config = model.config
+    factor = config.vae_downsample
+    height = height or (init_image.shape[1] if init_image is not None else config.image_size)
+    width = width or (init_image.shape[2] if init_image is not None else config.image_size)
+    if height % factor or width % factor:
+        raise ValueError(f"height and width must be multiples of {factor}, got {height}x{width}.")
+
+    n = num_images or _infer_count(prompt, context, init_latents, init_image)
+    if context is None:
+        context = model.encode_text(_as_list(prompt, n))
+    context = np.asarray(context, "float32")
+    if len(context) == 1 and n > 1:
+        context = np.repeat(context, n, axis=0)
+    if len(context) != n:
+        raise ValueError(f"context has {len(context)} rows for {n} images.")
+    uncond = None
+    if guidance != 1.0:
+        if negative_context is None:
+            negative_context = model.encode_text(_as_list(negative_prompt or "", n))
+        uncond = np.asarray(negative_context, "float32")
+        if len(uncond) == 1 and n > 1:
+            uncond = np.repeat(uncond, n, axis=0)
+
+    schedule = NoiseSchedule.from_config(config)
+    spacing = timestep_spacing or ("trailing" if schedule.is_flow else "leading")
+    kwargs = {"timestep_spacing": spacing}
+    if sampler == "ddim":
+        kwargs.update(eta=eta, set_alpha_to_one=set_alpha_to_one)
+    scheduler = get_sampler(sampler, schedule, **kwargs)
+    scheduler.set_timesteps(steps)
+
+    latent_shape = (n, height // factor, width // factor, config.latent_channels)
+    if init_latents is not None:
+        noise = np.asarray(init_latents, "float32")
+        if noise.shape != latent_shape:
+            raise ValueError(f"init_latents: expected shape {latent_shape}, found {noise.shape}.")
+    else:
+        noise = initial_noise(latent_shape, seed)
+
+    timesteps = scheduler.timesteps
+    if init_image is not None:
+        image = np.asarray(init_image)
+        if image.shape[0] == 1 and n > 1:
+            image = np.repeat(image, n, axis=0)
+        if image.shape[1:3] != (height, width):
+            raise ValueError(f"init_image: expected {height}x{width} pixels, found {image.shape[1:3]}.")
+        timesteps, start_sample = scheduler.timesteps_for_strength(strength)
+        latents = start_sample(model.encode_images(image, seed=seed), noise)
+    else:
+        latents = tf.convert_to_tensor(noise) * scheduler.init_noise_sigma
+
+    denoiser = _Denoiser(model.unet, guidance, jit_compile)
+    context_t = tf.convert_to_tensor(context)
+    uncond_t = None if uncond is None else tf.convert_to_tensor(uncond)
+    for t in tqdm(timesteps, desc="sampling", disable=not progress, leave=False):
+        model_in = scheduler.scale_model_input(latents, t)
+        out = denoiser(model_in, t, context_t, uncond_t)
+        latents = scheduler.step(out, t, latents, seed=seed)
+
+    if return_latents:
+        return np.asarray(latents)
+    return model.decode_latents(latents)
+
+
+def _infer_count(prompt, context, init_latents, init_image) -> int:
+    for value in (context, init_latents):
+        if value is not None:
+            return len(value)
+    if prompt is not None and not isinstance(prompt, str):
+        return len(list(prompt))
+    if init_image is not None:
+        return len(init_image)
+    return 1

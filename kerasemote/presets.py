@@ -1,0 +1,178 @@
+"""Named models: where their weights come from, a download cache with checksums, and loading.
+
+A preset is plain data: a config plus the files to fetch (URL + sha256). On a
+machine with internet the files are downloaded once into the cache, converted
+into a model directory, and loaded from there afterwards. Without internet the
+download fails fast with a message naming the file and the two ways round:
+``--weights PATH`` (a copy of the file/folder) or ``kerasemote convert``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from kerasemote import storage
+
+_HF = "https://huggingface.co"
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteFile:
+    filename: str
+    url: str
+    sha256: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A named model: its checkpoint format and the files that make it."""
+
+    name: str
+    description: str
+    source_format: str  # "kerascv" (a folder of keras-cv .h5 files) or "single_file"
+    files: tuple[RemoteFile, ...]
+    local_dir: str | None = None  # a model directory shipped with the package
+
+
+# keras-cv's published SD 1.4 weights (URLs and hashes as keras-cv 0.9.0 uses them).
+_KERASCV = _HF + "/fchollet/stable-diffusion/resolve/main/"
+
+PRESETS: dict[str, Preset] = {
+    "sd-v1-4": Preset(
+        "sd-v1-4",
+        "Stable Diffusion 1.4, keras-cv's published weights (keras-cv numerics).",
+        "kerascv",
+        (
+            RemoteFile(
+                "kcv_encoder.h5",
+                _KERASCV + "kcv_encoder.h5",
+                "4789e63e07c0e54d6a34a29b45ce81ece27060c499a709d556c7755b42bb0dc4",
+            ),
+            RemoteFile(
+                "kcv_diffusion_model.h5",
+                _KERASCV + "kcv_diffusion_model.h5",
+                "8799ff9763de13d7f30a683d653018e114ed24a6a819667da4f5ee10f9e805fe",
+            ),
+            RemoteFile(
+                "kcv_decoder.h5",
+                _KERASCV + "kcv_decoder.h5",
+                "ad350a65cc8bc4a80c8103367e039a3329b4231c2469a1093869a345f55b1962",
+            ),
+            RemoteFile(
+                "vae_encoder.h5",
+                _KERASCV + "vae_encoder.h5",
+                "c60fb220a40d090e0f86a6ab4c312d113e115c87c40ff75d11ffcf380aab7ebb",
+            ),
+        ),
+    ),
+    "sd-v1-5": Preset(
+        "sd-v1-5",
+        "Stable Diffusion 1.5 (v1-5-pruned-emaonly.safetensors, original single-file layout).",
+        "single_file",
+        (
+            RemoteFile(
+                "v1-5-pruned-emaonly.safetensors",
+                _HF
+                + "/stable-diffusion-v1-5/stable-diffusion-v1-5/resolve/main/v1-5-pruned-emaonly.safetensors",
+                "6ce0161689b3853acaa03779ec93eafe75a02f4ced659bee03f50797806fa2fa",
+            ),
+        ),
+    ),
+}
+
+
+DEFAULT_MODEL = "sd-v1-5"
+
+
+class PresetUnavailable(RuntimeError):
+    """A preset's files could not be downloaded (no internet, wrong checksum...)."""
+
+
+def cache_dir() -> str:
+    """Where downloads and converted presets live: ``$KERASEMOTE_CACHE`` or ``~/.cache/kerasemote``."""
+    return os.environ.get("KERASEMOTE_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "kerasemote"))
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(file: RemoteFile, folder: str, timeout: float = 15.0) -> str:
+    """Fetch one file into ``folder`` (skipped when a copy with the right sha256 is there).
+
+    Raises:
+        PresetUnavailable: the URL cannot be reached or the checksum does not match.
+    """
+    os.makedirs(folder, exist_ok=True)
+    target = os.path.join(folder, file.filename)
+    if os.path.exists(target) and sha256_of(target) == file.sha256:
+        return target
+    partial = target + ".part"
+    try:
+        with urllib.request.urlopen(file.url, timeout=timeout) as response, open(partial, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=file.filename) as bar:
+                for chunk in iter(lambda: response.read(1 << 20), b""):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, OSError, TimeoutError) as err:
+        raise PresetUnavailable(
+            f"Could not download {file.filename} from {file.url} ({err}). Without internet, fetch the file "
+            f"on another machine and either pass it with `--weights PATH` (the file, or the folder holding "
+            f"it), or run `kerasemote convert PATH --out DIR` and then use `--model DIR`."
+        ) from None
+    found = sha256_of(partial)
+    if found != file.sha256:
+        os.remove(partial)
+        raise PresetUnavailable(
+            f"{file.filename}: sha256 expected {file.sha256}, found {found}; the download is corrupt or "
+            "the file changed upstream."
+        )
+    os.replace(partial, target)
+    return target
+
+
+def _source_path(preset: Preset, weights: str | None, folder: str) -> str:
+    """The checkpoint to convert: the user's copy, or downloaded files."""
+    if weights is not None:
+        return weights
+    paths = [download(f, folder) for f in preset.files]
+    return folder if preset.source_format == "kerascv" else paths[0]
+
+
+def load(name_or_dir: str, weights: str | None = None, cache: str | None = None) -> Any:
+    """Load a preset, a model directory or a convertible checkpoint (see ``kerasemote.load_model``)."""
+    from kerasemote.convert import convert_checkpoint
+    from kerasemote.model import StableDiffusion
+
+    if name_or_dir in PRESETS:
+        preset = PRESETS[name_or_dir]
+        if preset.local_dir is not None:
+            return StableDiffusion.load(preset.local_dir)
+        root = cache or cache_dir()
+        converted = os.path.join(root, "models", preset.name)
+        if weights is None and os.path.exists(os.path.join(converted, "config.json")):
+            return StableDiffusion.load(converted)
+        source = _source_path(preset, weights, os.path.join(root, "downloads", preset.name))
+        model = convert_checkpoint(source)
+        model.save(converted, extra={"preset": preset.name})
+        return model
+    if storage.exists(storage.join(name_or_dir, "config.json")):
+        return StableDiffusion.load(name_or_dir)
+    if storage.exists(name_or_dir):
+        return convert_checkpoint(name_or_dir)
+    raise FileNotFoundError(
+        f"{name_or_dir!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor an existing model "
+        "directory or checkpoint."
+    )
