@@ -145,9 +145,11 @@ def _gcs_errors(path: str) -> Iterator[None]:
         bucket, _ = split_gcs(path)
         raise FileNotFoundError(f"No such file: {path} ({_bucket_state(bucket)}).") from None
     except (gexc.Forbidden, gexc.Unauthorized) as err:
-        raise StorageAuthError(f"Access to {path} was refused ({err.message}). {COLAB_AUTH_HINT}") from None
+        message = f"Access to {path} was refused ({err.message}). {COLAB_AUTH_HINT}"
+        raise StorageAuthError(message) from None
     except google.auth.exceptions.DefaultCredentialsError as err:
-        raise StorageAuthError(f"No Google Cloud credentials for {path} ({err}). {COLAB_AUTH_HINT}") from None
+        message = f"No Google Cloud credentials for {path} ({err}). {COLAB_AUTH_HINT}"
+        raise StorageAuthError(message) from None
 
 
 def _bucket_state(bucket: str) -> str:
@@ -186,11 +188,15 @@ def isdir(path: PathLike) -> bool:
     if not is_gcs(text):
         return os.path.isdir(text)
     bucket, key = split_gcs(text)
-    with _gcs_errors(text):
-        if not key.strip("/"):
-            return _client().bucket(bucket).exists()
-        prefix = key.rstrip("/") + "/"
-        return any(True for _ in _client().list_blobs(bucket, prefix=prefix, max_results=1))
+    try:
+        with _gcs_errors(text):
+            if not key.strip("/"):
+                return _client().bucket(bucket).exists()
+            prefix = key.rstrip("/") + "/"
+            blobs = _client().list_blobs(bucket, prefix=prefix, max_results=1)
+            return any(True for _ in blobs)
+    except FileNotFoundError:  # no such bucket
+        return False
 
 
 def listdir(path: PathLike) -> list[str]:
@@ -211,7 +217,11 @@ def listdir(path: PathLike) -> list[str]:
 
 
 def glob(pattern: PathLike) -> list[str]:
-    """Sorted paths matching ``pattern``; ``*``, ``?``, ``[...]`` stay inside one folder, ``**`` crosses folders."""
+    """Sorted paths matching ``pattern``.
+
+    ``*``, ``?`` and ``[...]`` match inside one folder level; ``**`` crosses levels.
+    A gs:// pattern in a missing bucket raises FileNotFoundError (locally: ``[]``).
+    """
     text = _fspath(pattern)
     if not is_gcs(text):
         return sorted(_glob.glob(text, recursive=True))
@@ -385,6 +395,8 @@ def local_output(path: PathLike) -> Iterator[str]:
         yield tmp
         if not os.path.exists(tmp):
             raise FileNotFoundError(f"Nothing was written to the temporary file for {text}.")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # data on disk before the rename makes it visible
         os.replace(tmp, text)
     finally:
         with contextlib.suppress(FileNotFoundError):

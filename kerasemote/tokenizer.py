@@ -4,7 +4,7 @@ The BPE itself comes from ``instant-clip-tokenizer`` (the CLIP vocabulary ships
 inside the wheel, so this works offline). This module adds what SD 1.x needs:
 
 * the CLIP text cleaning (HTML unescape, whitespace collapse, lower case);
-* ``<|startoftext|>`` (49406) ids ``<|endoftext|>`` (49407), then padding with
+* ``<|startoftext|>`` (49406), the ids, ``<|endoftext|>`` (49407), then padding with
   49407 to ``max_length`` (77). keras-cv's ``StableDiffusion.encode_text`` and
   diffusers' SD 1.x ``CLIPTokenizer`` (``pad_token="<|endoftext|>"``) both pad
   with 49407; ``instant-clip-tokenizer``'s own ``tokenize_batch`` pads with 0,

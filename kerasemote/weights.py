@@ -162,7 +162,8 @@ def _read_member(npz: Any, key: str, source: str) -> np.ndarray:
     try:
         return npz[key]
     except ValueError as err:  # "Object arrays cannot be loaded when allow_pickle=False"
-        raise WeightFileError(f"{source}: key {key!r} cannot be loaded without pickle ({err}).") from None
+        message = f"{source}: key {key!r} cannot be loaded without pickle ({err})."
+        raise WeightFileError(message) from None
 
 
 def _parse_manifest(raw: np.ndarray | None, source: str) -> dict[str, Any]:
@@ -178,7 +179,8 @@ def _parse_manifest(raw: np.ndarray | None, source: str) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise WeightFileError(f"{source}: manifest is not valid UTF-8 JSON ({err}).") from None
     if not isinstance(manifest, dict):
-        raise WeightFileError(f"{source}: manifest expected a JSON object, found {type(manifest).__name__}.")
+        found = type(manifest).__name__
+        raise WeightFileError(f"{source}: manifest expected a JSON object, found {found}.")
     return manifest
 
 
@@ -242,7 +244,8 @@ def load_npy(path: storage.PathLike, expected_shape: Shape | None = None) -> np.
         try:
             loaded = np.load(filename, allow_pickle=False)
         except (ValueError, OSError) as err:
-            raise WeightFileError(f"{source}: not a readable .npy file without pickle ({err}).") from None
+            message = f"{source}: not a readable .npy file without pickle ({err})."
+            raise WeightFileError(message) from None
     if isinstance(loaded, np.lib.npyio.NpzFile):
         loaded.close()
         raise WeightFileError(f"{source}: expected a single .npy array, found an .npz archive.")
@@ -259,7 +262,8 @@ def _variables_by_path(model: Any) -> dict[str, Any]:
     variables = list(model.weights)
     if not variables:
         raise ValueError(
-            f"{getattr(model, 'name', model)!r} has no variables yet; build it (call it on a batch) first."
+            f"{getattr(model, 'name', model)!r} has no variables yet; "
+            "build it (call it on a batch) first."
         )
     by_path: dict[str, Any] = {}
     duplicates = set()
@@ -334,7 +338,9 @@ def _dtype_kind(dtype: Any) -> str:
     return "f" if "float" in name else np.dtype(name).kind  # bfloat16 is no NumPy name
 
 
-def _dtype_problems(source: str, variables: Mapping[str, Any], found: Mapping[str, np.ndarray]) -> list[str]:
+def _dtype_problems(
+    source: str, variables: Mapping[str, Any], found: Mapping[str, np.ndarray]
+) -> list[str]:
     problems = []
     for key, array in found.items():
         want = variables[key].dtype

@@ -14,3 +14,4 @@ def _seed_everything():
     keras.utils.set_random_seed(0)
     np.random.seed(0)
     yield
+from gcs_fixture import gcs_bucket, gcs_emulator  # noqa: E402,F401

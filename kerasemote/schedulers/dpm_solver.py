@@ -37,7 +37,9 @@ class DPMSolverSampler(Sampler):
 
     name = "dpm++"
 
-    def __init__(self, schedule: NoiseSchedule, timestep_spacing: str = "leading", steps_offset: int = 1) -> None:
+    def __init__(
+        self, schedule: NoiseSchedule, timestep_spacing: str = "leading", steps_offset: int = 1
+    ) -> None:
         super().__init__(schedule, timestep_spacing, steps_offset)
         self._reject_flow()
         self.sigmas = np.zeros([0], np.float64)
@@ -51,7 +53,9 @@ class DPMSolverSampler(Sampler):
         if self.timestep_spacing == "trailing":
             steps = spaced_timesteps(num_inference_steps, total, "trailing")
         else:
-            steps = spaced_timesteps(num_inference_steps + 1, total, self.timestep_spacing, self.steps_offset)[:-1]
+            # n + 1 points, the smallest dropped (diffusers' DPMSolverMultistepScheduler).
+            points = num_inference_steps + 1
+            steps = spaced_timesteps(points, total, self.timestep_spacing, self.steps_offset)[:-1]
         timesteps = np.round(steps).astype(np.int64)
         a = self.schedule.alphas_cumprod[timesteps]
         self.sigmas = np.concatenate([np.sqrt((1.0 - a) / a), [0.0]])

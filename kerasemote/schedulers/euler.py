@@ -41,7 +41,9 @@ class EulerSampler(Sampler):
 
     name = "euler"
 
-    def __init__(self, schedule: NoiseSchedule, timestep_spacing: str = "leading", steps_offset: int = 1) -> None:
+    def __init__(
+        self, schedule: NoiseSchedule, timestep_spacing: str = "leading", steps_offset: int = 1
+    ) -> None:
         super().__init__(schedule, timestep_spacing, steps_offset)
         self.sigmas = np.zeros([0], np.float64)
 
@@ -63,7 +65,7 @@ class EulerSampler(Sampler):
 
     @property
     def init_noise_sigma(self) -> float:
-        """``max sigma`` (linspace/trailing) or ``sqrt(max sigma^2 + 1)`` (leading), as diffusers; 1 for flow."""
+        """``max sigma`` (linspace, trailing) or ``sqrt(max sigma^2 + 1)`` (leading); 1 for flow."""
         self._require_timesteps()
         if self.schedule.is_flow:
             return 1.0

@@ -75,7 +75,8 @@ def spaced_timesteps(
     if steps.max() > total - 1 or steps.min() < 0:
         raise ValueError(
             f"{spacing!r} spacing with steps_offset={steps_offset} and {n} steps gives timesteps "
-            f"{steps.min():g}..{steps.max():g}, outside [0, {total - 1}]; lower steps_offset or the step count."
+            f"{steps.min():g}..{steps.max():g}, outside [0, {total - 1}]; "
+            "lower steps_offset or the step count."
         )
     return steps.copy()
 
@@ -268,9 +269,13 @@ def draw_noise(shape: Any, seed: Seed, step_index: int) -> tf.Tensor:
     if isinstance(seed, keras.random.SeedGenerator):
         return tf.convert_to_tensor(keras.random.normal(shape, dtype="float32", seed=seed))
     if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        return tf.random.stateless_normal(shape, seed=[int(seed), int(step_index)], dtype=tf.float32)
+        # Pin the algorithm (TF picks Philox on CPU and GPU anyway) so it cannot change with the device.
+        return tf.random.stateless_normal(
+            shape, seed=[int(seed), int(step_index)], dtype=tf.float32, alg="philox"
+        )
     raise TypeError(
-        f"seed must be None, an int, a tf.random.Generator or a keras.random.SeedGenerator, got {type(seed).__name__}."
+        "seed must be None, an int, a tf.random.Generator or a keras.random.SeedGenerator, "
+        f"got {type(seed).__name__}."
     )
 
 
@@ -360,7 +365,8 @@ class Sampler:
         t_start = max(n - kept_steps, 0)
         if kept_steps < 1:
             raise ValueError(
-                f"strength={strength} with {n} steps keeps {kept_steps} steps; raise strength or the step count."
+                f"strength={strength} with {n} steps keeps {kept_steps} steps; "
+                "raise strength or the step count."
             )
         timesteps = self.timesteps[t_start:]
         self._last_index = None
