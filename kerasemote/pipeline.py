@@ -37,25 +37,36 @@ def _as_list(prompt: str | Sequence[str] | None, n: int) -> list[str]:
 
 
 class _Denoiser:
-    """The UNet with classifier-free guidance, compiled once per input shape."""
+    """The UNet with classifier-free guidance as one tf.function, traced once per input shape.
 
-    def __init__(self, unet, guidance: float, jit_compile: bool):
+    Kept on the UNet, so repeated ``generate`` calls reuse the traced graph.
+    """
+
+    def __init__(self, unet, jit_compile: bool):
         self.unet = unet
-        self.guidance = float(guidance)
         self._call = tf.function(self._guided, jit_compile=jit_compile, reduce_retracing=True)
 
-    def _guided(self, latents, timestep, context, uncond):
+    def _guided(self, latents, timestep, context, uncond, guidance):
         batch = tf.shape(latents)[0]
-        t = tf.fill([batch], tf.cast(timestep, tf.float32))
+        t = tf.fill([batch], timestep)
         if uncond is None:
             return self.unet(latents, t, context)
         # One UNet call on [unconditional, conditional] halves of a 2B batch.
         both = self.unet(tf.concat([latents, latents], 0), tf.concat([t, t], 0), tf.concat([uncond, context], 0))
         out_uncond, out_cond = tf.split(both, 2, axis=0)
-        return out_uncond + self.guidance * (out_cond - out_uncond)
+        return out_uncond + guidance * (out_cond - out_uncond)
 
-    def __call__(self, latents, timestep, context, uncond):
-        return self._call(latents, tf.constant(float(timestep), tf.float32), context, uncond)
+    def __call__(self, latents, timestep, context, uncond, guidance: float):
+        return self._call(
+            latents, tf.constant(float(timestep), tf.float32), context, uncond, tf.constant(guidance, tf.float32)
+        )
+
+    @classmethod
+    def for_unet(cls, unet, jit_compile: bool) -> "_Denoiser":
+        cache = unet.__dict__.setdefault("_kerasemote_denoisers", {})
+        if jit_compile not in cache:
+            cache[jit_compile] = cls(unet, jit_compile)
+        return cache[jit_compile]
 
 
 def generate(
@@ -161,12 +172,12 @@ def generate(
     else:
         latents = tf.convert_to_tensor(noise) * scheduler.init_noise_sigma
 
-    denoiser = _Denoiser(model.unet, guidance, jit_compile)
+    denoiser = _Denoiser.for_unet(model.unet, jit_compile)
     context_t = tf.convert_to_tensor(context)
     uncond_t = None if uncond is None else tf.convert_to_tensor(uncond)
     for t in tqdm(timesteps, desc="sampling", disable=not progress, leave=False):
         model_in = scheduler.scale_model_input(latents, t)
-        out = denoiser(model_in, t, context_t, uncond_t)
+        out = denoiser(model_in, t, context_t, uncond_t, guidance)
         latents = scheduler.step(out, t, latents, seed=seed)
 
     if return_latents:

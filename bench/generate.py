@@ -1,0 +1,179 @@
+"""Generation speed: kerasemote vs diffusers' StableDiffusionPipeline vs keras-cv's StableDiffusion.
+
+Same architecture and sampler (DDIM), same step count, guidance 7.5, batch 1, measured side by side in one
+run on this machine. Weights: diffusers' random initialization copied into ours (compute time does not depend
+on the values; keras-cv keeps its own random init). Each pipeline runs once to warm up (graph tracing), then
+``--repeats`` timed runs; the best time counts.
+
+    python bench/generate.py                       # tiny (ours vs diffusers) and sd-v1 at 256 px
+    python bench/generate.py --configs tiny --steps 10
+
+Prints seconds per run and the ratios ours / theirs (lower is better for us).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+
+def best_time(fn, repeats: int) -> float:
+    fn()  # warm-up: tracing / first-call allocations
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def diffusers_parts(config):
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    levels = len(config.unet_channels)
+    unet = UNet2DConditionModel(
+        sample_size=config.image_size // config.vae_downsample,
+        in_channels=config.latent_channels,
+        out_channels=config.latent_channels,
+        block_out_channels=config.unet_channels,
+        layers_per_block=config.unet_layers_per_block,
+        down_block_types=["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in config.unet_attention],
+        up_block_types=["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(config.unet_attention)],
+        cross_attention_dim=config.context_dim,
+        attention_head_dim=config.unet_heads,
+        norm_num_groups=config.norm_groups,
+    ).eval()
+    vae = AutoencoderKL(
+        block_out_channels=config.vae_channels,
+        down_block_types=["DownEncoderBlock2D"] * len(config.vae_channels),
+        up_block_types=["UpDecoderBlock2D"] * len(config.vae_channels),
+        layers_per_block=config.vae_layers_per_block,
+        latent_channels=config.latent_channels,
+        norm_num_groups=config.vae_norm_groups,
+    ).eval()
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=config.vocab_size,
+            hidden_size=config.text_width,
+            intermediate_size=config.text_intermediate,
+            num_hidden_layers=config.text_layers,
+            num_attention_heads=config.text_heads,
+            max_position_embeddings=config.max_length,
+            hidden_act="quick_gelu",
+        )
+    ).eval()
+    assert levels == len(unet.config.block_out_channels)
+    return unet, vae, text
+
+
+def copy_into_ours(model, unet, vae, text) -> None:
+    from kerasemote.convert.naming import to_keras, torch_key
+
+    states = {
+        "unet": unet.state_dict(),
+        "vae_encoder": vae.state_dict(),
+        "vae_decoder": vae.state_dict(),
+        "text_encoder": {"text_model." + k.removeprefix("text_model."): v for k, v in text.state_dict().items()},
+    }
+    for part, keras_model in model.parts.items():
+        state = states[part]
+        for var in keras_model.weights:
+            key = torch_key(var.path)
+            if key is not None and key in state:
+                var.assign(to_keras(var.path, state[key].float().numpy(), tuple(var.shape)))
+
+
+def run(config_name: str, resolution: int, steps: int, repeats: int, kerascv: bool) -> dict[str, float]:
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from kerasemote.config import get_config
+    from kerasemote.model import StableDiffusion
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    config = get_config(config_name)
+    unet, vae, text = diffusers_parts(config)
+    ours = StableDiffusion(config)
+    copy_into_ours(ours, unet, vae, text)
+
+    factor = config.vae_downsample
+    latents = np.random.default_rng(0).standard_normal(
+        (1, resolution // factor, resolution // factor, config.latent_channels)
+    ).astype("float32")
+    context = ours.encode_text(["a happy broccoli emoji"])
+    uncond = ours.encode_text([""])
+
+    def ours_run():
+        ours.generate(context=context, negative_context=uncond, init_latents=latents, steps=steps,
+                      guidance=7.5, sampler="ddim", progress=False)
+
+    scheduler = DDIMScheduler(beta_start=config.beta_start, beta_end=config.beta_end,
+                              beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
+                              steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=None, unet=unet, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    torch_latents = torch.from_numpy(latents).permute(0, 3, 1, 2).contiguous()
+    prompt_embeds, negative_embeds = torch.from_numpy(context), torch.from_numpy(uncond)
+
+    def diffusers_run():
+        with torch.inference_mode():
+            pipe(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds, latents=torch_latents,
+                 height=resolution, width=resolution, num_inference_steps=steps, guidance_scale=7.5,
+                 output_type="np")
+
+    times = {"ours": best_time(ours_run, repeats), "diffusers": best_time(diffusers_run, repeats)}
+    del pipe, unet, vae, text
+    if kerascv:
+        times["keras-cv"] = best_time(kerascv_runner(resolution, steps, latents, context, uncond), repeats)
+    return times
+
+
+def kerascv_runner(resolution: int, steps: int, latents, context, uncond):
+    from keras_cv.models import StableDiffusion as KerasCVStableDiffusion
+    from keras_cv.src.models.stable_diffusion.decoder import Decoder
+    from keras_cv.src.models.stable_diffusion.diffusion_model import DiffusionModel
+
+    sd = KerasCVStableDiffusion(img_height=resolution, img_width=resolution, jit_compile=False)
+    sd._diffusion_model = DiffusionModel(resolution, resolution, 77, download_weights=False)
+    sd._decoder = Decoder(resolution, resolution, download_weights=False)
+    sd._unconditional_context = uncond
+
+    def kerascv_run():
+        sd.generate_image(context, num_steps=steps, unconditional_guidance_scale=7.5, diffusion_noise=latents)
+
+    return kerascv_run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", default="tiny,sd-v1", help="comma-separated configs (tiny, sd-v1)")
+    parser.add_argument("--resolution", type=int, default=256, help="sd-v1 image size (tiny uses 64)")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+
+    rows = []
+    for name in args.configs.split(","):
+        resolution = 64 if name == "tiny" else args.resolution
+        times = run(name, resolution, args.steps, args.repeats, kerascv=(name == "sd-v1"))
+        rows.append((name, resolution, times))
+        print(f"{name} @ {resolution}px, {args.steps} DDIM steps: "
+              + ", ".join(f"{k} {v:.2f} s" for k, v in times.items()), flush=True)
+
+    print("\nconfig   px   ours/diffusers   ours/keras-cv")
+    for name, resolution, times in rows:
+        vs_kcv = f"{times['ours'] / times['keras-cv']:.2f}" if "keras-cv" in times else "-"
+        print(f"{name:7s} {resolution:4d}   {times['ours'] / times['diffusers']:14.2f}   {vs_kcv:>13s}")
+
+
+if __name__ == "__main__":
+    main()
