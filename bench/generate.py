@@ -19,7 +19,12 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import sys  # noqa: E402
+
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from reference import copy_into_ours, diffusers_parts  # noqa: E402
 
 
 def best_time(fn, repeats: int) -> float:
@@ -30,65 +35,6 @@ def best_time(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
-
-
-def diffusers_parts(config):
-    import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    torch.manual_seed(0)
-    levels = len(config.unet_channels)
-    unet = UNet2DConditionModel(
-        sample_size=config.image_size // config.vae_downsample,
-        in_channels=config.latent_channels,
-        out_channels=config.latent_channels,
-        block_out_channels=config.unet_channels,
-        layers_per_block=config.unet_layers_per_block,
-        down_block_types=["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in config.unet_attention],
-        up_block_types=["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(config.unet_attention)],
-        cross_attention_dim=config.context_dim,
-        attention_head_dim=config.unet_heads,
-        norm_num_groups=config.norm_groups,
-    ).eval()
-    vae = AutoencoderKL(
-        block_out_channels=config.vae_channels,
-        down_block_types=["DownEncoderBlock2D"] * len(config.vae_channels),
-        up_block_types=["UpDecoderBlock2D"] * len(config.vae_channels),
-        layers_per_block=config.vae_layers_per_block,
-        latent_channels=config.latent_channels,
-        norm_num_groups=config.vae_norm_groups,
-    ).eval()
-    text = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=config.vocab_size,
-            hidden_size=config.text_width,
-            intermediate_size=config.text_intermediate,
-            num_hidden_layers=config.text_layers,
-            num_attention_heads=config.text_heads,
-            max_position_embeddings=config.max_length,
-            hidden_act="quick_gelu",
-        )
-    ).eval()
-    assert levels == len(unet.config.block_out_channels)
-    return unet, vae, text
-
-
-def copy_into_ours(model, unet, vae, text) -> None:
-    from kerasemote.convert.naming import to_keras, torch_key
-
-    states = {
-        "unet": unet.state_dict(),
-        "vae_encoder": vae.state_dict(),
-        "vae_decoder": vae.state_dict(),
-        "text_encoder": {"text_model." + k.removeprefix("text_model."): v for k, v in text.state_dict().items()},
-    }
-    for part, keras_model in model.parts.items():
-        state = states[part]
-        for var in keras_model.weights:
-            key = torch_key(var.path)
-            if key is not None and key in state:
-                var.assign(to_keras(var.path, state[key].float().numpy(), tuple(var.shape)))
 
 
 def run(config_name: str, resolution: int, steps: int, repeats: int, kerascv: bool) -> dict[str, float]:
