@@ -1,0 +1,97 @@
+"""The command line as a new user runs it: init-model, generate, convert, presets offline."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kerasemote import presets
+from kerasemote.cli import main
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    assert main(["init-model", "--config", "tiny", "--seed", "3", "--out", str(out)]) == 0
+    return out
+
+
+def test_init_model_writes_a_model_directory(model_dir):
+    manifest = json.loads((model_dir / "config.json").read_text())
+    assert manifest["config"]["name"] == "tiny" and manifest["init_seed"] == 3
+    assert sorted(p.name for p in model_dir.glob("*.npz")) == [
+        "text_encoder.npz", "unet.npz", "vae_decoder.npz", "vae_encoder.npz"]
+
+
+def test_generate_writes_one_png_per_image_and_a_grid(model_dir, tmp_path):
+    out = tmp_path / "gen"
+    code = main(["generate", "a happy emoji", "--model", str(model_dir), "--num-images", "2", "--steps", "2",
+                 "--seed", "1", "--height", "32", "--width", "32", "--sampler", "euler", "--out", str(out)])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["grid.png", "image_000.png", "image_001.png"]
+    assert Image.open(out / "image_001.png").size == (32, 32)
+
+
+def test_generate_from_init_noise_is_reproducible(model_dir, tmp_path):
+    noise = np.random.default_rng(0).standard_normal((1, 8, 8, 4)).astype("float32")
+    np.save(tmp_path / "noise.npy", noise)
+    for name in ("a", "b"):
+        assert main(["generate", "x", "--model", str(model_dir), "--steps", "2", "--init-noise",
+                     str(tmp_path / "noise.npy"), "--height", "32", "--width", "32",
+                     "--out", str(tmp_path / name)]) == 0
+    a = np.asarray(Image.open(tmp_path / "a" / "image_000.png"))
+    b = np.asarray(Image.open(tmp_path / "b" / "image_000.png"))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_wrong_init_noise_shape_is_a_clear_error(model_dir, tmp_path, capsys):
+    np.save(tmp_path / "noise.npy", np.zeros((1, 8, 8, 3), "float32"))
+    code = main(["generate", "x", "--model", str(model_dir), "--steps", "1", "--init-noise",
+                 str(tmp_path / "noise.npy"), "--out", str(tmp_path / "o")])
+    assert code == 1
+    assert "noise.npy" in capsys.readouterr().err
+
+
+def test_convert_of_a_folder_with_no_model_names_what_it_looked_for(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["convert", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "kcv_diffusion_model.h5" in err and "model_index.json" in err
+
+
+def test_convert_of_a_model_directory_copies_it(model_dir, tmp_path):
+    assert main(["convert", str(model_dir), "--out", str(tmp_path / "copy"), "--dtype", "float16"]) == 0
+    assert json.loads((tmp_path / "copy" / "config.json").read_text())["dtype"] == "float16"
+
+
+def test_preset_without_internet_fails_fast_naming_file_and_way_round(tmp_path, monkeypatch, capsys):
+    # A closed local port stands in for an unreachable hub.
+    fake = presets.Preset(
+        "sd-test", "test", "single_file",
+        (presets.RemoteFile("v1-5-pruned-emaonly.safetensors", "http://127.0.0.1:9/v1.safetensors", "0" * 64),),
+    )
+    monkeypatch.setitem(presets.PRESETS, "sd-test", fake)
+    monkeypatch.setenv("KERASEMOTE_CACHE", str(tmp_path / "cache"))
+    code = main(["generate", "x", "--model", "sd-test", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "v1-5-pruned-emaonly.safetensors" in err and "--weights PATH" in err and "kerasemote convert" in err
+
+
+def test_preset_download_checks_the_sha256(tmp_path, monkeypatch):
+    source = tmp_path / "weights.bin"
+    source.write_bytes(b"not the weights")
+    file = presets.RemoteFile("weights.bin", source.as_uri(), "0" * 64)
+    with pytest.raises(presets.PresetUnavailable, match="sha256 expected"):
+        presets.download(file, str(tmp_path / "cache"))
+    good = presets.RemoteFile("weights.bin", source.as_uri(), presets.sha256_of(str(source)))
+    assert open(presets.download(good, str(tmp_path / "cache")), "rb").read() == b"not the weights"
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("generate", "convert", "init-model"):
+        assert command in out
