@@ -8,6 +8,16 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-u
 __version__ = "0.1.0"
 
 from kerasemote.config import ModelConfig, get_config  # noqa: E402
-from kerasemote.model import StableDiffusion, load_model  # noqa: E402
+
+
+def __getattr__(name: str):
+    # The model pulls in TensorFlow; import it on first use so `kerasemote data ...`
+    # and `import kerasemote.data` start fast.
+    if name in ("StableDiffusion", "load_model"):
+        from kerasemote import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'kerasemote' has no attribute {name!r}")
+
 
 __all__ = ["ModelConfig", "StableDiffusion", "get_config", "load_model", "__version__"]

@@ -9,41 +9,40 @@ from kerasemote.models.unet import UNet, timestep_embedding
 from kerasemote.models.vae import VAEDecoder, VAEEncoder
 
 
-def test_tiny_parts_have_the_shapes_the_config_asks_for():
-    unet = UNet(TINY).build_with_dummy()
+@pytest.fixture(scope="module")
+def tiny_parts():
+    return {
+        "unet": UNet(TINY).build_with_dummy(),
+        "text": TextEncoder(TINY).build_with_dummy(),
+        "enc": VAEEncoder(TINY).build_with_dummy(),
+        "dec": VAEDecoder(TINY).build_with_dummy(),
+    }
+
+
+def test_tiny_parts_have_the_shapes_the_config_asks_for(tiny_parts):
+    unet, enc, dec, text = tiny_parts["unet"], tiny_parts["enc"], tiny_parts["dec"], tiny_parts["text"]
     out = unet(np.zeros((2, 8, 8, 4), "float32"), np.array([1.0, 999.0]), np.zeros((2, 77, 64), "float32"))
     assert out.shape == (2, 8, 8, 4)
-    enc = VAEEncoder(TINY).build_with_dummy()
     assert enc(np.zeros((1, 16, 24, 3), "float32")).shape == (1, 4, 6, 8)
-    dec = VAEDecoder(TINY).build_with_dummy()
     assert dec(np.zeros((1, 4, 6, 4), "float32")).shape == (1, 16, 24, 3)
-    text = TextEncoder(TINY).build_with_dummy()
     assert text(np.zeros((3, 77), "int32")).shape == (3, 77, 64)
 
 
-def test_tiny_model_is_a_few_million_parameters():
-    total = sum(
-        m.count_params()
-        for m in (
-            UNet(TINY).build_with_dummy(),
-            TextEncoder(TINY).build_with_dummy(),
-            VAEEncoder(TINY).build_with_dummy(),
-            VAEDecoder(TINY).build_with_dummy(),
-        )
-    )
+def test_tiny_model_is_a_few_million_parameters(tiny_parts):
+    total = sum(m.count_params() for m in tiny_parts.values())
     assert 1_000_000 < total < 10_000_000
 
 
-def test_variable_paths_follow_reference_module_names():
-    paths = {v.path for v in UNet(TINY).build_with_dummy().weights}
+def test_variable_paths_follow_reference_module_names(tiny_parts):
+    paths = {v.path for v in tiny_parts["unet"].weights}
     assert "unet/down_blocks.0/attentions.0/transformer_blocks.0/attn2/to_k/kernel" in paths
     assert "unet/up_blocks.1/resnets.1/conv_shortcut/kernel" in paths
     assert "unet/mid_block/attentions.0/proj_in/kernel" in paths
-    assert len(paths) == len(UNet(TINY).build_with_dummy().weights)  # unique paths
+    assert len(paths) == len(tiny_parts["unet"].weights)  # unique paths
 
 
-def test_text_encoder_is_causal():
-    text = TextEncoder(TINY).build_with_dummy()
+def test_text_encoder_is_causal(tiny_parts):
+    text = tiny_parts["text"]
     ids = np.full((2, 77), 49407, "int32")
     ids[:, :3] = [49406, 320, 1125]
     changed = ids.copy()
@@ -53,8 +52,8 @@ def test_text_encoder_is_causal():
     assert np.abs(a[1, 10:] - b[1, 10:]).max() > 1e-4
 
 
-def test_extra_token_rows_leave_base_rows_and_outputs_unchanged():
-    text = TextEncoder(TINY).build_with_dummy()
+def test_extra_token_rows_leave_base_rows_and_outputs_unchanged(tiny_parts):
+    text = tiny_parts["text"]
     rows = np.random.default_rng(0).normal(size=(2, 64)).astype("float32")
     bigger = text.with_extra_tokens(rows)
     ids = np.full((1, 77), 49407, "int32")

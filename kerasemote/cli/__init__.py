@@ -17,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 COMMAND_MODULES = (
     "kerasemote.cli.generate",
     "kerasemote.cli.model",
+    "kerasemote.cli.data",
 )
 
 
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = args.func(args)
-    except (FileNotFoundError, ValueError, RuntimeError, KeyError) as err:
+    except (FileNotFoundError, FileExistsError, ImportError, ValueError, RuntimeError, KeyError) as err:
         if os.environ.get("KERASEMOTE_DEBUG"):
             raise
         print(f"kerasemote {args.command}: error: {err}", file=sys.stderr)

@@ -46,7 +46,7 @@ def parse_unicode_column(value: str) -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def _emoji_index() -> dict[str, str]:
+def emoji_index() -> dict[str, str]:
     """Characters (variation selectors removed) -> clean CLDR name, fully qualified first."""
     try:
         import emoji as emoji_package
@@ -66,7 +66,7 @@ def emoji_name(text: str) -> str | None:
         >>> emoji_name("\\U0001F600")
         'grinning face'
     """
-    name = _emoji_index().get(text.replace(VARIATION_SELECTOR, ""))
+    name = emoji_index().get(text.replace(VARIATION_SELECTOR, ""))
     if name:
         return name
     chars = text.replace(VARIATION_SELECTOR, "")

@@ -23,7 +23,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-
 from kerasemote.data.captions import caption_for, style_tokens
 from kerasemote.data.images import Color, parse_color, prepare_image
 from kerasemote.data.names import VARIATION_SELECTOR

