@@ -95,3 +95,20 @@ def test_help_lists_every_command(capsys):
     out = capsys.readouterr().out
     for command in ("generate", "convert", "init-model"):
         assert command in out
+
+
+@pytest.mark.parity
+def test_convert_a_diffusers_folder_then_generate_with_it(tmp_path):
+    pytest.importorskip("diffusers")
+    from reference import diffusers_parts
+
+    from kerasemote.config import TINY
+
+    unet, vae, text = diffusers_parts(TINY, seed=2, randomize=True)
+    for name, part in (("unet", unet), ("vae", vae), ("text_encoder", text)):
+        part.save_pretrained(tmp_path / "sd" / name)
+    assert main(["convert", str(tmp_path / "sd"), "--out", str(tmp_path / "model")]) == 0
+    assert main(["generate", "a happy emoji", "--model", str(tmp_path / "model"), "--steps", "2",
+                 "--height", "32", "--width", "32", "--out", str(tmp_path / "gen")]) == 0
+    image = np.asarray(Image.open(tmp_path / "gen" / "image_000.png"))
+    assert image.shape == (32, 32, 3) and image.std() > 0
