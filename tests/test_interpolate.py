@@ -80,3 +80,32 @@ def test_save_sweep_writes_pngs_a_labelled_grid_and_a_gif(tmp_path):
 def test_prompt_template_needs_a_slot(model):
     with pytest.raises(ValueError, match="needs a"):
         interpolate.token_sweep(model, "<broccoli>", "<happy>", "a sticker", [0.5], **GEN)
+
+
+def test_interpolate_command_writes_sweep_and_mixed_token(tmp_path):
+    from kerasemote.cli import main
+    from kerasemote.embeddings import read_embeddings
+
+    StableDiffusion.random("tiny", seed=0).save(str(tmp_path / "m"))
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "broccoli.npy", rng.normal(size=(1, 64)).astype("float32"))
+    np.save(tmp_path / "happy.npy", rng.normal(size=(1, 64)).astype("float32"))
+    common = ["interpolate", "--model", str(tmp_path / "m"), "--embeddings", str(tmp_path / "broccoli.npy"),
+              str(tmp_path / "happy.npy"), "--prompt", "a {} sticker", "--steps", "2", "--height", "32",
+              "--width", "32"]
+    assert main(common + ["--num", "3", "--out", str(tmp_path / "sweep")]) == 0
+    names = sorted(p.name for p in (tmp_path / "sweep").iterdir())
+    assert names == ["grid.png", "mix_000.png", "mix_001.png", "mix_002.png", "sweep.gif"]
+    assert main(common + ["--alpha", "0.3", "--method", "lerp", "--out", str(tmp_path / "one")]) == 0
+    vectors, manifest = read_embeddings(str(tmp_path / "one" / "mixed"))
+    (rows,) = vectors.values()
+    expected = 0.7 * np.load(tmp_path / "broccoli.npy") + 0.3 * np.load(tmp_path / "happy.npy")
+    np.testing.assert_allclose(rows, expected, atol=1e-6)
+    assert manifest["alpha"] == 0.3
+
+
+def test_interpolate_command_needs_one_kind_of_input(tmp_path, capsys):
+    from kerasemote.cli import main
+
+    assert main(["interpolate", "--model", "nowhere", "--out", str(tmp_path)]) == 1
+    assert "--embeddings A B" in capsys.readouterr().err
