@@ -123,3 +123,19 @@ def test_placeholder_rows_start_from_the_initializer_word(model):
     table = np.asarray(model.text_encoder.token_embedding.table())
     row = table[model.tokenizer.token_ids("smile")[0]]
     np.testing.assert_array_equal(model.placeholder_rows("<smile-init>"), np.tile(row, (3, 1)))
+
+
+def test_mixed_precision_generates_close_to_float32(model):
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        half = StableDiffusion(model.config, model.tokenizer)
+        for part, full in model.parts.items():
+            weights.assign_arrays(half.parts[part], weights.model_arrays(full), "float32 model")
+        assert half.unet.compute_dtype == "float16" and half.unet.variable_dtype == "float32"
+        a = model.generate("a face", seed=1, return_latents=True, **FAST)
+        b = half.generate("a face", seed=1, return_latents=True, **FAST)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.isfinite(b).all() and np.abs(a - b).max() < 0.05 * np.abs(a).max()
