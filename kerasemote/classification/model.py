@@ -22,6 +22,8 @@ from kerasemote.classification.images import ImageInput, PathLike, prepare_image
 MODEL_FILE = "model.keras"
 LABELS_FILE = "labels.json"
 IMAGENET_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+IMAGENET_NOTOP_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_NOTOP_FILE
+IMAGENET_NOTOP_MD5 = "4d473c1dd8becc155b73f8504c6f6626"  # the hash keras.applications checks
 # ImageNet channel means in BGR order, the "caffe" preprocessing ResNet-50 was trained with.
 _BGR_MEAN = (103.939, 116.779, 123.68)
 
@@ -75,15 +77,14 @@ def resolve_backbone_weights(weights: str | None) -> str | None:
 
 
 def _imagenet_weights_path() -> str:
-    cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / IMAGENET_NOTOP_FILE
-    if cache.is_file():
-        return os.fspath(cache)
-    url = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_NOTOP_FILE
+    # get_file returns the ~/.keras/models copy when present and downloads otherwise.
     try:
-        return keras.utils.get_file(IMAGENET_NOTOP_FILE, url, cache_subdir="models")
+        return keras.utils.get_file(
+            IMAGENET_NOTOP_FILE, IMAGENET_NOTOP_URL, cache_subdir="models", file_hash=IMAGENET_NOTOP_MD5
+        )
     except Exception as err:  # offline machines raise URLError, OSError or ValueError
         raise RuntimeError(
-            f"Could not download ImageNet weights for ResNet-50 from {url} ({err}). "
+            f"Could not download ImageNet weights for ResNet-50 from {IMAGENET_NOTOP_URL} ({err}). "
             f"Copy {IMAGENET_NOTOP_FILE} to this machine and pass its path as weights "
             "(--weights PATH), or pass 'none' (--weights none) to train from random init."
         ) from err

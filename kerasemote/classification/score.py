@@ -135,12 +135,13 @@ def score_images(
     probs = classifier.predict_prepared(batch, batch_size)  # (N, C)
     top = np.argmax(probs, axis=-1)
     want_prob = probs[np.arange(len(probs)), want_idx]
+    names = classifier.class_names
     predictions = [
-        ImagePrediction(src, w, classifier.class_names[t], float(probs[i, t]), float(want_prob[i]), bool(t == want_idx[i]))
+        ImagePrediction(src, w, names[t], float(probs[i, t]), float(want_prob[i]), bool(t == want_idx[i]))
         for i, (src, w, t) in enumerate(zip(sources, wanted, top))
     ]
-    return ScoreReport(_concept_scores(classifier.class_names, want_idx, top, want_prob), predictions,
-                       list(classifier.class_names), probs)
+    concepts = _concept_scores(names, want_idx, top, want_prob)
+    return ScoreReport(concepts, predictions, list(names), probs)
 
 
 def _concept_scores(

@@ -167,17 +167,19 @@ def train_classifier(
         metrics=["accuracy"],
     )
     monitor = "val_loss" if val is not None else "loss"
+    # Best epoch restored at the end, also when training runs all epochs.
     stop = keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience, restore_best_weights=True)
+    weights = balanced_class_weights(train.labels, len(labelled.class_names)) if config.class_weighting else None
     fit = model.fit(
         train.images.astype(np.float32), train.labels,
         validation_data=(val.images.astype(np.float32), val.labels) if val is not None else None,
         epochs=config.epochs, batch_size=config.batch_size, callbacks=[stop], shuffle=True,
-        class_weight=balanced_class_weights(train.labels, len(labelled.class_names)) if config.class_weighting else None,
-        verbose=verbose,
+        class_weight=weights, verbose=verbose,
     )
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     classifier = Classifier(model=model, class_names=list(labelled.class_names))
-    out = _save_run(classifier, out_dir, config, history, len(train.labels), 0 if val is None else len(val.labels))
+    n_val = 0 if val is None else len(val.labels)
+    out = _save_run(classifier, out_dir, config, history, len(train.labels), n_val)
     return TrainResult(classifier, history, out, val)
 
 

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "kerasemote.cli.model",
     "kerasemote.cli.interpolate",
     "kerasemote.cli.data",
+    "kerasemote.cli.classify",
 )
 
 

@@ -1,0 +1,116 @@
+"""`kerasemote classify train | evaluate | score`: thin argparse front of kerasemote.classification."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``classify`` command group; each leaf sets ``func(args) -> int``."""
+    parser = subparsers.add_parser("classify", help="ResNet-50 emotion classifier: train, evaluate, score")
+    commands = parser.add_subparsers(dest="classify_command", required=True)
+    _add_train(commands)
+    _add_evaluate(commands)
+    _add_score(commands)
+    return parser
+
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("train", help="train on a folder with one subfolder of images per class")
+    p.add_argument("--data", required=True, help="labelled folder: one subfolder per class")
+    p.add_argument("--out", required=True, help="output folder for model.keras, labels.json, history.png")
+    p.add_argument("--val-data",
+                   help="separate labelled validation folder (default: hold out --val-fraction)")
+    p.add_argument("--weights", default="imagenet",
+                   help="'imagenet' (download, or the ~/.keras cache), a local no-top .h5 path, "
+                        "or 'none' for random init")
+    p.add_argument("--image-size", type=int, default=128, help="input side in pixels (default 128)")
+    p.add_argument("--freeze-backbone", action="store_true",
+                   help="train only the head (pretrained weights only)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--learning-rate", type=float, default=None,
+                   help="default: 1e-4 fine-tuning pretrained weights, 1e-3 otherwise")
+    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--no-class-weights", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_train)
+
+
+def _add_evaluate(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("evaluate", help="accuracy, per-class precision/recall, confusion matrix")
+    p.add_argument("--model", required=True, help="folder written by `classify train`")
+    p.add_argument("--data", required=True, help="labelled folder: one subfolder per class")
+    p.add_argument("--out", help="output folder (default: MODEL/evaluation)")
+    p.set_defaults(func=run_evaluate)
+
+
+def _add_score(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("score", help="share of generated images classified as the intended concept")
+    p.add_argument("--model", required=True, help="folder written by `classify train`")
+    p.add_argument("--images", required=True,
+                   help="folder of images (or of subfolders with --labels-from-folders)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--expected", help="the concept every image should show")
+    which.add_argument("--labels-from-folders", action="store_true",
+                       help="each subfolder name of --images is its images' intended concept")
+    p.add_argument("--out", default="classifier_scores", help="folder for predictions.csv and scores.json")
+    p.set_defaults(func=run_score)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from kerasemote.classification import ClassifierTrainConfig, train_classifier
+
+    config = ClassifierTrainConfig(
+        image_size=args.image_size, weights=args.weights, freeze_backbone=args.freeze_backbone,
+        dropout=args.dropout, epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, val_fraction=args.val_fraction, patience=args.patience,
+        augment=not args.no_augment, class_weighting=not args.no_class_weights, seed=args.seed,
+    )
+    result = train_classifier(args.data, args.out, config, val_data=args.val_data)
+    last = {k: round(v[-1], 4) for k, v in result.history.items()}
+    print(f"classes: {result.classifier.class_names}; last epoch: {last}")
+    print(f"saved model.keras, labels.json, history.png in {result.out_dir}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from kerasemote.classification import evaluate_and_write, load_classifier
+
+    out = Path(args.out) if args.out else Path(args.model) / "evaluation"
+    report = evaluate_and_write(load_classifier(args.model), args.data, out)
+    print(report.format_table())
+    print(f"wrote evaluation.json, confusion_matrix.png, misclassified.png in {out}")
+    return 0
+
+
+def run_score(args: argparse.Namespace) -> int:
+    from kerasemote.classification import load_classifier, score_images, score_labelled_folder, write_score
+
+    classifier = load_classifier(args.model)
+    if args.labels_from_folders:
+        report = score_labelled_folder(classifier, args.images)
+    else:
+        report = score_images(classifier, args.images, args.expected)
+    paths = write_score(report, args.out)
+    print(report.format_table())
+    print(f"wrote {paths['csv']} and {paths['json']}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``classify`` on its own: ``python -m kerasemote.cli.classify train --data ...``."""
+    parser = argparse.ArgumentParser(prog="kerasemote")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["classify", *(argv if argv is not None else sys.argv[1:])])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
