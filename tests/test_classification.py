@@ -284,3 +284,24 @@ def test_cli_train_passes_every_option_to_the_training_config(emoji_dir, tmp_pat
         learning_rate=0.01, val_fraction=0.1, patience=2, augment=False, class_weighting=False, seed=7,
     )
     assert seen["data"] == str(emoji_dir) and seen["val_data"] is None
+
+
+def test_a_prepared_dataset_directory_is_a_labelled_source(tmp_path):
+    from PIL import Image
+
+    from kerasemote import data
+    from kerasemote.classification import list_labelled_folder, load_labelled_folder
+
+    for label, colour in (("happy", "yellow"), ("sad", "blue")):
+        (tmp_path / "src" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (16, 16), colour).save(tmp_path / "src" / label / f"{i}.png")
+    data.prepare(data.source_records("folder", str(tmp_path / "src")), str(tmp_path / "prepared"), size=16)
+    paths, labels = list_labelled_folder(tmp_path / "prepared")
+    assert sorted(set(labels)) == ["happy", "sad"] and len(paths) == 6
+    rows = data.read_metadata(tmp_path / "prepared")
+    test_rows = [r for r in rows if r["split"] == "test"]
+    _, test_labels = list_labelled_folder(tmp_path / "prepared", split="test") if test_rows else ([], [])
+    assert len(test_labels) == len(test_rows)
+    loaded = load_labelled_folder(tmp_path / "prepared", 8, split="train")
+    assert loaded.images.shape[1:] == (8, 8, 3) and set(loaded.class_names) <= {"happy", "sad"}

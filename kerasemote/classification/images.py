@@ -121,10 +121,16 @@ def list_images(folder: PathLike) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def list_labelled_folder(folder: PathLike) -> tuple[list[Path], list[str]]:
-    """Paths and labels of a folder with one subfolder of images per class.
+def list_labelled_folder(folder: PathLike, split: str | None = None) -> tuple[list[Path], list[str]]:
+    """Paths and labels of a folder with one subfolder of images per class, or of the
+    labelled rows of a prepared dataset directory (``kerasemote data prepare``).
 
     Subfolders without images are skipped; hidden folders (``.x``) are ignored.
+
+    Args:
+        folder: the labelled folder or prepared directory.
+        split: prepared directories only: keep this split (``train``, ``validation``,
+            ``test``); None keeps every split.
 
     Raises:
         ValueError: no subfolder holds an image.
@@ -132,6 +138,8 @@ def list_labelled_folder(folder: PathLike) -> tuple[list[Path], list[str]]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"Labelled folder {os.fspath(folder)!r} does not exist.")
+    if (folder / "metadata.jsonl").is_file():
+        return _list_prepared(folder, split)
     paths: list[Path] = []
     labels: list[str] = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -146,8 +154,20 @@ def list_labelled_folder(folder: PathLike) -> tuple[list[Path], list[str]]:
     return paths, labels
 
 
+def _list_prepared(folder: Path, split: str | None) -> tuple[list[Path], list[str]]:
+    from kerasemote.data import read_metadata
+
+    rows = [r for r in read_metadata(folder) if r.get("label") and (split is None or r.get("split") == split)]
+    if not rows:
+        raise ValueError(
+            f"Prepared directory {os.fspath(folder)!r} has no labelled images"
+            + (f" in split {split!r}." if split else ".")
+        )
+    return [folder / r["file"] for r in rows], [str(r["label"]) for r in rows]
+
+
 def load_labelled_folder(
-    folder: PathLike, size: int, class_names: Sequence[str] | None = None
+    folder: PathLike, size: int, class_names: Sequence[str] | None = None, split: str | None = None
 ) -> LabelledImages:
     """Load a labelled folder (one subfolder per class) into memory.
 
@@ -157,8 +177,9 @@ def load_labelled_folder(
         class_names: fix the class order (e.g. a trained classifier's classes).
             Subfolders not in this list raise an error; by default the sorted
             subfolder names are the classes.
+        split: prepared dataset directories only: which split to load.
     """
-    paths, names = list_labelled_folder(folder)
+    paths, names = list_labelled_folder(folder, split)
     classes = list(class_names) if class_names is not None else sorted(set(names))
     index = {c: i for i, c in enumerate(classes)}
     unknown = sorted(set(names) - set(index))

@@ -20,7 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def _add_train(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("train", help="train on a folder with one subfolder of images per class")
-    p.add_argument("--data", required=True, help="labelled folder: one subfolder per class")
+    p.add_argument("--data", required=True,
+                   help="labelled folder (one subfolder per class) or a prepared dataset (`data prepare`)")
+    p.add_argument("--split", default="train", help="prepared datasets: the split to train on (default train)")
     p.add_argument("--out", required=True, help="output folder for model.keras, labels.json, history.png")
     p.add_argument("--val-data",
                    help="separate labelled validation folder (default: hold out --val-fraction)")
@@ -46,7 +48,9 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("evaluate", help="accuracy, per-class precision/recall, confusion matrix")
     p.add_argument("--model", required=True, help="folder written by `classify train`")
-    p.add_argument("--data", required=True, help="labelled folder: one subfolder per class")
+    p.add_argument("--data", required=True,
+                   help="labelled folder (one subfolder per class) or a prepared dataset (`data prepare`)")
+    p.add_argument("--split", default="test", help="prepared datasets: the split to evaluate (default test)")
     p.add_argument("--out", help="output folder (default: MODEL/evaluation)")
     p.set_defaults(func=run_evaluate)
 
@@ -65,7 +69,7 @@ def _add_score(commands: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from kerasemote.classification import ClassifierTrainConfig, train_classifier
+    from kerasemote.classification import ClassifierTrainConfig, load_labelled_folder, train_classifier
 
     config = ClassifierTrainConfig(
         image_size=args.image_size, weights=args.weights, freeze_backbone=args.freeze_backbone,
@@ -73,7 +77,8 @@ def run_train(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate, val_fraction=args.val_fraction, patience=args.patience,
         augment=not args.no_augment, class_weighting=not args.no_class_weights, seed=args.seed,
     )
-    result = train_classifier(args.data, args.out, config, val_data=args.val_data)
+    data = load_labelled_folder(args.data, config.image_size, split=args.split)
+    result = train_classifier(data, args.out, config, val_data=args.val_data)
     last = {k: round(v[-1], 4) for k, v in result.history.items()}
     print(f"classes: {result.classifier.class_names}; last epoch: {last}")
     print(f"saved model.keras, labels.json, history.png in {result.out_dir}")
@@ -81,10 +86,12 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from kerasemote.classification import evaluate_and_write, load_classifier
+    from kerasemote.classification import evaluate_and_write, load_classifier, load_labelled_folder
 
     out = Path(args.out) if args.out else Path(args.model) / "evaluation"
-    report = evaluate_and_write(load_classifier(args.model), args.data, out)
+    classifier = load_classifier(args.model)
+    data = load_labelled_folder(args.data, classifier.image_size, classifier.class_names, split=args.split)
+    report = evaluate_and_write(classifier, data, out)
     print(report.format_table())
     print(f"wrote evaluation.json, confusion_matrix.png, misclassified.png in {out}")
     return 0
