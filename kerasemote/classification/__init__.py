@@ -8,6 +8,7 @@ Typical use::
     print(report.format_table())
 """
 
+from kerasemote.classification.concepts import concept_label, evaluate_concepts
 from kerasemote.classification.evaluate import (
     ClassMetrics,
     EvaluationReport,
@@ -56,6 +57,8 @@ __all__ = [
     "ScoreReport",
     "TrainResult",
     "balanced_class_weights",
+    "concept_label",
+    "evaluate_concepts",
     "build_classifier",
     "evaluate_and_write",
     "evaluate_classifier",

@@ -15,6 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     _add_train(commands)
     _add_evaluate(commands)
     _add_score(commands)
+    register_evaluate_concepts(subparsers)
     return parser
 
 
@@ -121,3 +122,48 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def register_evaluate_concepts(subparsers) -> None:
+    from kerasemote.cli.generate import add_model_arguments
+
+    p = subparsers.add_parser(
+        "evaluate-concepts",
+        help="generate images per concept, classify them, print success rates",
+        description=(
+            "For each concept, generate --n images from --prompt (its {} filled with the concept), classify "
+            "them and print, per concept, the share classified as intended and the mean confidence."
+        ),
+    )
+    add_model_arguments(p)
+    p.add_argument("--classifier", required=True, help="folder written by `classify train`")
+    p.add_argument("--prompt", default="a {} emoji", help='template with {} for the concept (default "a {} emoji")')
+    p.add_argument("--concepts", nargs="+", required=True, help="words or learned tokens, e.g. happy sad or <happy>")
+    p.add_argument("--labels", nargs="+", help="the intended class of each concept (default: matched by name)")
+    p.add_argument("--n", type=int, default=16, help="images per concept (default 16)")
+    p.add_argument("--embeddings", nargs="+", default=[], metavar="FILE", help="textual-inversion files to load")
+    p.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]", help="LoRA files to apply")
+    p.add_argument("--steps", type=int, default=25, help="sampler steps (default 25)")
+    p.add_argument("--guidance", type=float, default=7.5, help="guidance scale (default 7.5)")
+    p.add_argument("--sampler", choices=["ddim", "euler", "dpm++"], default="ddim", help="sampler (default ddim)")
+    p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--height", type=int, default=None, help="height in pixels")
+    p.add_argument("--width", type=int, default=None, help="width in pixels")
+    p.add_argument("--out", default="out/concepts", help="images, predictions.csv and scores.json go here")
+    p.set_defaults(func=run_evaluate_concepts)
+
+
+def run_evaluate_concepts(args: argparse.Namespace) -> int:
+    from kerasemote.classification import evaluate_concepts, load_classifier
+    from kerasemote.cli.generate import apply_adapters, load_model_from_args
+
+    model = load_model_from_args(args)
+    apply_adapters(model, args.embeddings, args.lora)
+    report = evaluate_concepts(
+        model, load_classifier(args.classifier), args.prompt, args.concepts, num_images=args.n,
+        labels=args.labels, seed=args.seed, out_dir=args.out, steps=args.steps, guidance=args.guidance,
+        sampler=args.sampler, height=args.height, width=args.width,
+    )
+    print(report.format_table())
+    print(f"wrote images, predictions.csv and scores.json in {args.out}")
+    return 0
