@@ -26,7 +26,7 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
 
 
 def test_every_notebook_opens_with_drive_setup_and_parameters():
-    assert {p.name for p in NOTEBOOKS} >= {"image_generation.ipynb"}
+    assert {p.name for p in NOTEBOOKS} >= {"image_generation.ipynb", "training.ipynb", "interpolation.ipynb", "classification.ipynb"}
     for path in NOTEBOOKS:
         cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
         assert "drive.mount" in cells[0].source and "%pip install" in cells[0].source, path.name
