@@ -17,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 COMMAND_MODULES = (
     "kerasemote.cli.generate",
     "kerasemote.cli.model",
+    "kerasemote.cli.train",
     "kerasemote.cli.interpolate",
     "kerasemote.cli.data",
     "kerasemote.cli.classify",

@@ -31,6 +31,20 @@ def load_model_from_args(args: argparse.Namespace):
     return load_model(args.model, **kwargs)
 
 
+def apply_adapters(model, embeddings: list[str], loras: list[str]) -> None:
+    """Load ``--embeddings`` files and merge ``--lora FILE[:SCALE]`` adapters into ``model``."""
+    if embeddings:
+        from kerasemote.embeddings import load_embeddings
+
+        tokens = load_embeddings(model, embeddings)
+        print(f"tokens: {' '.join(tokens)}")
+    for text in loras:
+        from kerasemote.lora_files import apply_lora, parse_lora_argument
+
+        path, scale = parse_lora_argument(text)
+        apply_lora(model, path, scale)
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "generate",
@@ -58,6 +72,10 @@ def register(subparsers) -> None:
     )
     p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (default 0)")
     p.add_argument("--jit-compile", action="store_true", help="compile the UNet with XLA")
+    p.add_argument("--embeddings", nargs="+", default=[], metavar="FILE",
+                   help="textual-inversion files (.npz/.npy/embeddings.json) whose tokens the prompt may use")
+    p.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]",
+                   help="LoRA .npz merged at SCALE (default 1); repeat for several")
     p.add_argument("--out", default="out/generate", help="output folder (local, Drive or gs://)")
     p.set_defaults(func=run)
 
@@ -67,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from kerasemote.weights import load_npy
 
     model = load_model_from_args(args)
+    apply_adapters(model, args.embeddings, args.lora)
     init_latents = None
     if args.init_noise:
         init_latents = load_npy(args.init_noise, expected_shape=(None, None, None, model.config.latent_channels))

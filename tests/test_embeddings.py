@@ -1,0 +1,70 @@
+"""Textual-inversion files: formats, checks that name file/key/expected/found, loading into a model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from kerasemote import weights
+from kerasemote.embeddings import load_embeddings, read_embeddings, save_embeddings, token_file_name
+from kerasemote.model import StableDiffusion
+
+
+@pytest.fixture(scope="module")
+def model() -> StableDiffusion:
+    m = StableDiffusion.random("tiny", seed=0)
+    m.add_placeholder("<happy>", 2, init="smile")
+    m.add_placeholder("<in-love>", 1, init="heart")
+    return m
+
+
+def test_token_file_names_are_safe():
+    assert token_file_name("<in-love>") == "in-love.npy"
+    assert token_file_name("<a/b c>") == "a_b_c.npy"
+
+
+def test_saved_formats_hold_the_rows_and_manifest(model, tmp_path, gcs_bucket):
+    for out in (str(tmp_path), gcs_bucket + "/run"):
+        paths = save_embeddings(model, out, ["<happy>", "<in-love>"], {"<happy>": "smile"}, steps=7)
+        assert [p.rsplit("/", 1)[-1] for p in paths] == ["embeddings.npz", "embeddings.json", "happy.npy", "in-love.npy"]
+        for path in (out, paths[0], paths[1]):
+            vectors, manifest = read_embeddings(path)
+            assert sorted(vectors) == ["<happy>", "<in-love>"]
+            np.testing.assert_array_equal(vectors["<happy>"], model.placeholder_rows("<happy>"))
+            assert manifest["steps"] == 7 and manifest["dims"] == 64
+        vectors, manifest = read_embeddings(paths[3])  # one .npy: token found in the manifest beside it
+        assert list(vectors) == ["<in-love>"] and vectors["<in-love>"].shape == (1, 64)
+    manifest = json.loads((tmp_path / "embeddings.json").read_text())
+    assert manifest["tokens"][0] == {"token": "<happy>", "file": "happy.npy", "num_vectors": 2, "initializer": "smile"}
+    assert manifest["base_model"]["config"] == "tiny" and manifest["format"] == "kerasemote-embeddings"
+
+
+def test_loading_adds_new_tokens_and_overwrites_known_ones(model, tmp_path):
+    rows = np.random.default_rng(0).normal(0, 0.1, (3, 64)).astype("float32")
+    weights.save_npy(str(tmp_path / "star.npy"), rows)  # seed-style: no manifest, token "<star>"
+    weights.save_npy(str(tmp_path / "happy.npy"), rows[:2])
+    other = model  # has "<happy>" with 2 rows, no "<star>"
+    assert load_embeddings(other, [str(tmp_path / "star.npy"), str(tmp_path / "happy.npy")]) == ["<star>", "<happy>"]
+    np.testing.assert_array_equal(other.placeholder_rows("<star>"), rows)
+    np.testing.assert_array_equal(other.placeholder_rows("<happy>"), rows[:2])
+    assert other.tokenize("a <star>")[0, 2:5].tolist() == other.tokenizer.placeholders["<star>"]
+
+
+def test_bad_files_are_refused_with_file_key_expected_found(model, tmp_path):
+    weights.save_npy(str(tmp_path / "wide.npy"), np.zeros((1, 768), "float32"))
+    with pytest.raises(weights.WeightFileError, match=r"wide.npy: key '<wide>' expected shape \(1, 64\) .* found \(1, 768\)"):
+        load_embeddings(model, str(tmp_path / "wide.npy"))
+    weights.save_npy(str(tmp_path / "ints.npy"), np.zeros((1, 64), "int32"))
+    with pytest.raises(weights.WeightFileError, match="ints.npy: key '<ints>' expected a float dtype, found int32"):
+        load_embeddings(model, str(tmp_path / "ints.npy"))
+    np.save(tmp_path / "pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(weights.WeightFileError, match="pickled.npy"):
+        load_embeddings(model, str(tmp_path / "pickled.npy"))
+    weights.save_npy(str(tmp_path / "happy.npy"), np.zeros((3, 64), "float32"))
+    with pytest.raises(weights.WeightFileError, match=r"key '<happy>' expected 2 vectors .* found 3"):
+        load_embeddings(model, str(tmp_path / "happy.npy"))
+    weights.save_arrays(str(tmp_path / "e.npz"), {"<a>": np.zeros((1, 64), "float32")}, {"format": "kerasemote-lora"})
+    with pytest.raises(weights.WeightFileError, match="key 'format' expected 'kerasemote-embeddings', found 'kerasemote-lora'"):
+        load_embeddings(model, str(tmp_path / "e.npz"))
