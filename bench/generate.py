@@ -59,6 +59,7 @@ def run(config_name: str, resolution: int, steps: int, repeats: int, kerascv: bo
 
     def ours_run():
         ours.generate(context=context, negative_context=uncond, init_latents=latents, steps=steps,
+                      height=resolution, width=resolution,
                       guidance=7.5, sampler="ddim", progress=False)
 
     scheduler = DDIMScheduler(beta_start=config.beta_start, beta_end=config.beta_end,
@@ -91,7 +92,7 @@ def kerascv_runner(resolution: int, steps: int, latents, context, uncond):
     sd = KerasCVStableDiffusion(img_height=resolution, img_width=resolution, jit_compile=False)
     sd._diffusion_model = DiffusionModel(resolution, resolution, 77, download_weights=False)
     sd._decoder = Decoder(resolution, resolution, download_weights=False)
-    sd._unconditional_context = uncond
+    sd._get_unconditional_context = lambda: uncond  # prompts come pre-encoded, as for the others
 
     def kerascv_run():
         sd.generate_image(context, num_steps=steps, unconditional_guidance_scale=7.5, diffusion_noise=latents)

@@ -108,7 +108,7 @@ class StableDiffusion:
         ``generate`` mixes two concepts in context space.
         """
         ids = self.tokenize(prompts)
-        return ops.convert_to_numpy(self.text_encoder(ids))
+        return ops.convert_to_numpy(self._compiled(self.text_encoder)(ids))
 
     def add_placeholder(
         self, token: str, num_vectors: int = 1, init: str | np.ndarray | None = None
@@ -197,8 +197,24 @@ class StableDiffusion:
 
     def decode_latents(self, latents) -> np.ndarray:
         """Scaled latents -> uint8 images (B, H, W, 3)."""
-        images = self.vae_decoder(ops.convert_to_tensor(latents) / self.config.scaling_factor)
+        images = self._compiled(self.vae_decoder)(ops.convert_to_tensor(latents) / self.config.scaling_factor)
         return to_uint8(images)
+
+    @staticmethod
+    def _compiled(part: keras.Model):
+        """``part`` as a tf.function traced once per input shape, kept on the part itself.
+
+        Keyed by the part's variable count, so adding variables (``enable_lora``) traces
+        anew instead of running a graph that lacks them.
+        """
+        cache = part.__dict__.setdefault("_kerasemote_compiled", {})
+        key = len(part.weights)
+        if key not in cache:
+            import tensorflow as tf
+
+            cache.clear()
+            cache[key] = tf.function(part.__call__)
+        return cache[key]
 
     # ------------------------------------------------------------------ generation
 

@@ -63,10 +63,13 @@ class _Denoiser:
 
     @classmethod
     def for_unet(cls, unet, jit_compile: bool) -> "_Denoiser":
+        # Keyed by the variable count too: after ``enable_lora`` the UNet has more
+        # variables and an old graph would silently leave the adapters out.
         cache = unet.__dict__.setdefault("_kerasemote_denoisers", {})
-        if jit_compile not in cache:
-            cache[jit_compile] = cls(unet, jit_compile)
-        return cache[jit_compile]
+        key = (jit_compile, len(unet.weights))
+        if key not in cache:
+            cache[key] = cls(unet, jit_compile)
+        return cache[key]
 
 
 def generate(

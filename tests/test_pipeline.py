@@ -139,3 +139,20 @@ def test_mixed_precision_generates_close_to_float32(model):
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert np.isfinite(b).all() and np.abs(a - b).max() < 0.05 * np.abs(a).max()
+
+
+def test_graphs_traced_before_enable_lora_are_not_reused_after_it():
+    from kerasemote.lora_files import enable_lora, lora_variables
+
+    m = StableDiffusion.random("tiny", seed=0)
+    context = m.encode_text(["a face"])
+    uncond = m.encode_text([""])
+    latents = m.generate(context=context, negative_context=uncond, seed=1, return_latents=True, **FAST)
+    enable_lora(m, 2, 2.0, targets=["attention", "text"])
+    rng = np.random.default_rng(0)
+    for var in lora_variables(m):  # random non-zero A and B: the adapters change outputs
+        var.assign(rng.normal(0.0, 0.1, var.shape).astype("float32"))
+    assert np.abs(m.encode_text(["a face"]) - context).max() > 1e-4
+    # Same encoded prompts in: only the UNet's adapters can change the result.
+    after = m.generate(context=context, negative_context=uncond, seed=1, return_latents=True, **FAST)
+    assert np.abs(after - latents).max() > 1e-4

@@ -47,9 +47,6 @@ class LoRA(Strategy):
         if lora_variables(model):  # prepared already (e.g. by evaluate_loss before train)
             return
         enable_lora(model, self.rank, self.alpha, self.targets, seed=self.seed)
-        # A denoiser traced before LoRA existed would keep reading the bare kernels
-        # (kerasemote.pipeline caches it on the UNet); drop it so generate() retraces.
-        model.unet.__dict__.pop("_kerasemote_denoisers", None)
 
     def trainable_variables(self, model) -> list:
         return lora_variables(model)
