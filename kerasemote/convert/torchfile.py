@@ -65,7 +65,7 @@ _SAFETENSORS_DTYPES = {
 }
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(pickle.UnpicklingError, ValueError):
     """A pickle asked for something other than tensors and plain containers."""
 
 

@@ -1,0 +1,114 @@
+"""``kerasemote export`` and ``kerasemote import``: learned concepts to and from diffusers, A1111, kohya."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="write embeddings or a LoRA for diffusers, A1111 or kohya",
+        description=(
+            "Write a textual-inversion run's embeddings or a LoRA as .safetensors that diffusers "
+            "(pipe.load_textual_inversion / pipe.load_lora_weights), AUTOMATIC1111 and ComfyUI load."
+        ),
+    )
+    kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
+    e = kinds.add_parser("embeddings", help="textual-inversion tokens -> diffusers or A1111 files")
+    e.add_argument("src", help="embeddings.npz / .npy / embeddings.json or a run folder")
+    e.add_argument("--format", choices=["diffusers", "a1111"], default="diffusers",
+                   help="diffusers (key = the token) or a1111 (key emb_params; the file name is the trigger word)")
+    e.add_argument("--out", required=True,
+                   help="a .safetensors file (one token) or a folder (one <token>.safetensors per token)")
+    e.add_argument("--token", action="append", help="export only this token (repeatable; default all)")
+    e.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="stored precision")
+    e.set_defaults(func=run_export_embeddings)
+
+    lo = kinds.add_parser("lora", help="a LoRA .npz -> diffusers / PEFT or kohya .safetensors")
+    lo.add_argument("src", help="our LoRA file (lora.npz) or its run folder")
+    lo.add_argument("--format", choices=["diffusers", "kohya", "kohya-ldm"], default="diffusers",
+                    help="diffusers (PEFT keys), kohya (lora_unet_down_blocks_...) or kohya-ldm "
+                         "(lora_unet_input_blocks_...)")
+    lo.add_argument("--out", required=True, help="the .safetensors file to write")
+    lo.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="stored precision")
+    lo.add_argument("--config", default="sd-v1", help="UNet config for kohya-ldm names (default sd-v1)")
+    lo.set_defaults(func=run_export_lora)
+
+    p = subparsers.add_parser(
+        "import",
+        help="read diffusers, A1111 or kohya embeddings / LoRAs into our formats",
+        description=(
+            "Convert textual-inversion files (diffusers learned_embeds, A1111 .safetensors or .pt, read "
+            "without running pickled code) into an embeddings folder, or a diffusers / kohya LoRA into lora.npz."
+        ),
+    )
+    kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
+    e = kinds.add_parser("embeddings", help="diffusers / A1111 embedding files -> an embeddings folder")
+    e.add_argument("src", nargs="+", help="embedding files (.safetensors, .bin, .pt)")
+    e.add_argument("--out", required=True, help="folder for embeddings.npz, embeddings.json and the .npy files")
+    e.add_argument("--token", action="append",
+                   help="the token of each file, in order (default: the diffusers key, or <file stem> for A1111)")
+    e.set_defaults(func=run_import_embeddings)
+
+    lo = kinds.add_parser("lora", help="a diffusers / PEFT or kohya LoRA -> lora.npz")
+    lo.add_argument("src", help="LoRA file (.safetensors; .bin / .pt read without running pickled code)")
+    lo.add_argument("--out", required=True, help="the .npz to write, or a folder (then FOLDER/lora.npz)")
+    lo.add_argument("--config", default="sd-v1", help="UNet config for kohya LDM-style names (default sd-v1)")
+    lo.set_defaults(func=run_import_lora)
+
+
+def _lora_file(path: str) -> str:
+    from kerasemote import storage
+    from kerasemote.training.lora import LORA_FILE
+
+    return storage.join(path, LORA_FILE) if storage.isdir(path) or not path.endswith(".npz") else path
+
+
+def run_export_embeddings(args: argparse.Namespace) -> int:
+    from kerasemote import storage
+    from kerasemote.convert.embeddings_interop import export_embeddings
+
+    paths = export_embeddings(args.src, args.out, args.format, args.token, args.dtype)
+    for path in paths:
+        print(f"wrote {path}")
+    if args.format == "a1111":
+        triggers = [storage.basename(p)[: -len(".safetensors")] for p in paths]
+        print(f"A1111 trigger words (the file names): {', '.join(triggers)}")
+    return 0
+
+
+def run_export_lora(args: argparse.Namespace) -> int:
+    from kerasemote.config import get_config
+    from kerasemote.convert.lora_interop import export_lora
+
+    src = _lora_file(args.src)
+    export_lora(src, args.out, args.format, args.dtype, get_config(args.config))
+    print(f"wrote {args.out} ({args.format} layout) from {src}")
+    return 0
+
+
+def run_import_embeddings(args: argparse.Namespace) -> int:
+    from kerasemote.convert.embeddings_interop import import_embeddings
+    from kerasemote.convert.torchfile import UnsafePickleError
+
+    try:
+        paths = import_embeddings(args.src, args.out, args.token)
+    except UnsafePickleError as err:
+        raise ValueError(str(err)) from None
+    print(f"wrote {', '.join(paths)}")
+    return 0
+
+
+def run_import_lora(args: argparse.Namespace) -> int:
+    from kerasemote.config import get_config
+    from kerasemote.convert.lora_interop import import_lora
+    from kerasemote.convert.torchfile import UnsafePickleError
+
+    out = _lora_file(args.out)
+    try:
+        import_lora(args.src, out, get_config(args.config))
+    except UnsafePickleError as err:
+        raise ValueError(str(err)) from None
+    print(f"wrote {out}")
+    return 0
