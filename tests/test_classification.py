@@ -283,7 +283,9 @@ def test_cli_train_passes_every_option_to_the_training_config(emoji_dir, tmp_pat
         image_size=64, weights="none", freeze_backbone=False, dropout=0.5, epochs=3, batch_size=4,
         learning_rate=0.01, val_fraction=0.1, patience=2, augment=False, class_weighting=False, seed=7,
     )
-    assert seen["data"] == str(emoji_dir) and seen["val_data"] is None
+    # The command loads the folder (or a prepared dataset's split) at the requested size.
+    assert seen["data"].images.shape[1:] == (64, 64, 3) and seen["val_data"] is None
+    assert all(src.startswith(str(emoji_dir)) for src in seen["data"].sources)
 
 
 def test_a_prepared_dataset_directory_is_a_labelled_source(tmp_path):
