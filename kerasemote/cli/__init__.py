@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "kerasemote.cli.generate",
     "kerasemote.cli.model",
     "kerasemote.cli.train",
+    "kerasemote.cli.pretrain",
     "kerasemote.cli.export",
     "kerasemote.cli.interpolate",
     "kerasemote.cli.data",

@@ -1,0 +1,74 @@
+"""``kerasemote pretrain``: argument parsing only; the recipe is ``kerasemote.training.pretrain``.
+
+Until the lead wires it into ``kerasemote.cli``, run it as ``python -m kerasemote.cli.pretrain``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers) -> None:
+    from kerasemote.training.pretrain import PretrainSettings
+
+    d = PretrainSettings()
+    p = subparsers.add_parser(
+        "pretrain", help="train a small text-to-image model from scratch (VAE, then text encoder + UNet)",
+        description="Stage 1 trains the VAE (L1 + L2 + KL); stage 2 trains the text encoder and UNet "
+                    "together on cached latents, faces oversampled. Both stages resume from OUT.")
+    p.add_argument("--data", required=True, help="prepared directory (kerasemote data prepare ... --size 64)")
+    p.add_argument("--config", default="kerasemote-tiny", help="model config name (default kerasemote-tiny)")
+    p.add_argument("--out", required=True, help="run folder (checkpoints of both stages)")
+    p.add_argument("--vae-steps", type=int, default=d.vae_steps, help=f"stage-1 steps (default {d.vae_steps})")
+    p.add_argument("--vae-batch-size", type=int, default=d.vae_batch_size)
+    p.add_argument("--vae-learning-rate", type=float, default=d.vae_learning_rate)
+    p.add_argument("--kl-weight", type=float, default=d.kl_weight)
+    p.add_argument("--steps", type=int, default=d.steps, help=f"stage-2 steps in all (default {d.steps})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    p.add_argument("--ema", type=float, default=d.ema_decay, help="EMA decay of the saved weights (0: off)")
+    p.add_argument("--emotion-repeat", type=int, default=d.emotion_repeat, help="copies of emotion-labelled faces")
+    p.add_argument("--face-repeat", type=int, default=d.face_repeat, help="copies of other face emoji")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--validate-every", type=int, default=d.validate_every, help="validation grids (0: never)")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="also keep a float16 model directory here (e.g. weights/kerasemote-tiny)")
+    p.add_argument("--export-every", type=int, default=d.export_every)
+    p.add_argument("--init-from", default=None, metavar="MODEL_DIR",
+                   help="warm start stage 2 from a model directory of this recipe (skips stage 1)")
+    p.add_argument("--resume", action="store_true", help="continue both stages from the newest checkpoints in --out")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from kerasemote.training.pretrain import PretrainSettings, pretrain
+
+    settings = PretrainSettings(
+        config=args.config, vae_steps=args.vae_steps, vae_batch_size=args.vae_batch_size,
+        vae_learning_rate=args.vae_learning_rate, kl_weight=args.kl_weight, steps=args.steps,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
+        ema_decay=args.ema or None, emotion_repeat=args.emotion_repeat, face_repeat=args.face_repeat,
+        seed=args.seed, checkpoint_every=args.checkpoint_every, validate_every=args.validate_every,
+        export_every=args.export_every,
+    )
+    result = pretrain(args.data, args.out, settings, resume=args.resume, init_from=args.init_from,
+                      export_dir=args.export, progress=not args.no_progress)
+    last = sum(result.losses[-50:]) / max(1, len(result.losses[-50:]))
+    print(f"pretrained {result.model_dir}: step {result.step}, mean loss of the last 50 steps {last:.4f}, "
+          f"VAE test PSNR {result.vae.get('test_psnr_db')}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kerasemote")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["pretrain", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

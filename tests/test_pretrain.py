@@ -1,0 +1,137 @@
+"""The from-scratch recipe (kerasemote.training.pretrain) on a few real emoji at 16 px, a smaller-than-tiny config."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from kerasemote import data
+from kerasemote.config import KERASEMOTE_TINY, TINY
+from kerasemote.model import StableDiffusion
+from kerasemote.training import checkpoints
+from kerasemote.training.pretrain import (
+    EmojiRow,
+    PretrainSettings,
+    build_model,
+    captions_for,
+    latent_scaling_factor,
+    pretrain,
+    read_prepared,
+    reconstruction_psnr,
+    stage2_images,
+    train_vae,
+)
+
+# Smaller than tiny so that tracing is quick: one text layer, a 2x VAE, 16 px images, 8x8 latents.
+CONFIG = TINY.replace(image_size=16, text_layers=1, vae_channels=(32, 32))
+SIZE = CONFIG.image_size
+
+
+def settings(**changes) -> PretrainSettings:
+    base = dict(config=CONFIG, vae_steps=4, vae_batch_size=4, steps=2, batch_size=4, warmup_steps=1,
+                checkpoint_every=2, validate_every=0, export_every=1, seed=3)
+    return PretrainSettings(**{**base, **changes})
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("emoji16")
+    records = itertools.chain(data.source_records("twemoji", limit=10), data.source_records("openmoji", limit=6))
+    data.prepare(records, out, size=SIZE)
+    return str(out)
+
+
+def test_captions_give_name_style_emotion_and_one_empty_draw_in_ten():
+    row = EmojiRow("images/x.png", "grinning face", "twemoji", "happy", "train")
+    captions = captions_for(row, "<s2>")
+    assert "a grinning face emoji" in captions and "grinning face emoji" in captions
+    assert "a grinning face emoji in <s2> style" in captions and "a happy face emoji" in captions
+    assert captions.count("") == 1 and len(captions) >= 9
+    assert "an angry face emoji" in captions_for(EmojiRow("f", "angry face", "noto", "angry", "test"), None)
+
+
+def test_stage2_repeats_emotion_faces_most_then_other_faces():
+    rows = [EmojiRow("a", "grinning face", "noto", "happy", "train"), EmojiRow("b", "cat face", "noto", None, "train"),
+            EmojiRow("c", "broccoli", "noto", None, "train")]
+    images = np.arange(3, dtype=np.uint8)[:, None, None, None] * np.ones((1, 8, 8, 3), np.uint8)
+    out = stage2_images(images, rows, {"noto": "<s0>"}, settings(emotion_repeat=5, face_repeat=2))
+    assert out.files.count("a") == 5 and out.files.count("b") == 2 and out.files.count("c") == 1
+    assert out.images[out.files.index("c")].max() == 2  # the pixels follow their rows
+
+
+def test_vae_stage_raises_reconstruction_psnr_on_real_emoji(prepared, tmp_path):
+    images, rows, tokens = read_prepared(prepared, SIZE)
+    assert len(images) >= 12 and set(tokens) == {"twemoji", "openmoji"}
+    model = build_model(CONFIG, list(tokens.values()), seed=0)
+    before = reconstruction_psnr(model, images)
+    losses = train_vae(model, images, settings(vae_steps=40, vae_batch_size=8, vae_learning_rate=2e-3),
+                       str(tmp_path), progress=False)
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
+    assert reconstruction_psnr(model, images) > before + 3.0
+    assert 0.01 < latent_scaling_factor(model, images) < 100.0
+
+
+def test_vae_stage_resumed_from_a_checkpoint_matches_the_uninterrupted_run(prepared, tmp_path):
+    images, _, tokens = read_prepared(prepared, SIZE)
+    whole = build_model(CONFIG, list(tokens.values()), seed=0)
+    full = train_vae(whole, images, settings(vae_steps=4), str(tmp_path / "whole"), progress=False)
+    shutil.copytree(tmp_path / "whole", tmp_path / "part")
+    os.remove(checkpoints.checkpoint_path(str(tmp_path / "part"), 4))  # as if stopped after step 2
+    fresh = build_model(CONFIG, list(tokens.values()), seed=1)  # the state comes only from the checkpoint
+    resumed = train_vae(fresh, images, settings(vae_steps=4), str(tmp_path / "part"), progress=False)
+    assert resumed == full
+    for a, b in zip(whole.vae_decoder.weights + whole.vae_encoder.weights,
+                    fresh.vae_decoder.weights + fresh.vae_encoder.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_vae_resume_with_other_settings_names_the_file_and_key(prepared, tmp_path):
+    images, _, tokens = read_prepared(prepared, SIZE)
+    model = build_model(CONFIG, list(tokens.values()), seed=0)
+    train_vae(model, images, settings(vae_steps=2), str(tmp_path), progress=False)
+    with pytest.raises(ValueError, match=r"step-00000002\.npz: key 'settings.kl_weight' expected 0.5"):
+        train_vae(model, images, settings(vae_steps=4, kl_weight=0.5), str(tmp_path), progress=False)
+
+
+@pytest.fixture(scope="module")
+def first_run(prepared, tmp_path_factory):
+    """Both stages from scratch: 4 VAE steps, 2 text-to-image steps."""
+    out = str(tmp_path_factory.mktemp("first") / "run")
+    return out, pretrain(prepared, out, settings(), progress=False)
+
+
+def test_pretrain_writes_a_loadable_model_and_resumes_both_stages(prepared, first_run, tmp_path):
+    out, export = str(tmp_path / "run"), str(tmp_path / "export")
+    shutil.copytree(first_run[0], out)
+    first = first_run[1]
+    assert first.step == 2 and first.vae["steps"] == 4 and first.vae["test_psnr_db"] is not None
+    vae_files = checkpoints.list_checkpoints(os.path.join(out, "vae"))
+    second = pretrain(prepared, out, settings(steps=3), export_dir=export, progress=False)
+    assert second.step == 3 and second.losses[:2] == first.losses
+    assert checkpoints.list_checkpoints(os.path.join(out, "vae")) == vae_files  # stage 1 not run again
+    model = StableDiffusion.load(export)
+    manifest = json.loads(open(os.path.join(export, "config.json")).read())
+    assert manifest["training"]["steps"] == 3 and manifest["dtype"] == "float16" and manifest["vae"]["steps"] == 4
+    assert model.config.scaling_factor == pytest.approx(first.vae["scaling_factor"])
+    assert set(model.tokenizer.placeholders) == {"<s0>", "<s1>"}
+    assert model.generate("a grinning face emoji in <s1> style", steps=2, seed=0).shape == (1, SIZE, SIZE, 3)
+
+
+@pytest.mark.slow
+def test_warm_start_continues_the_step_count_from_the_model_directory(prepared, first_run, tmp_path):
+    first = first_run[1]
+    warm = pretrain(prepared, str(tmp_path / "b"), settings(steps=3), init_from=first.model_dir, progress=False)
+    assert warm.step == 3 and len(warm.losses) == 1
+    assert not os.path.exists(tmp_path / "b" / "vae")
+
+
+def test_kerasemote_tiny_config_has_16x16_latents_and_fits_under_50_mb_in_float16():
+    assert KERASEMOTE_TINY.image_size // KERASEMOTE_TINY.vae_downsample == 16
+    model = StableDiffusion.random(KERASEMOTE_TINY, seed=0)
+    count = sum(int(np.prod(v.shape)) for m in model.parts.values() for v in m.weights)
+    assert 2 * count < 50e6
