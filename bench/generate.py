@@ -3,7 +3,7 @@
 Same architecture and sampler (DDIM), same step count, guidance 7.5, batch 1, measured side by side in one
 run on this machine. Weights: diffusers' random initialization copied into ours (compute time does not depend
 on the values; keras-cv keeps its own random init). Each pipeline runs once to warm up (graph tracing), then
-``--repeats`` timed runs; the best time counts.
+``--repeats`` timed rounds interleaved across the pipelines; the best time counts.
 
     python bench/generate.py                       # tiny (ours vs diffusers) and sd-v1 at 256 px
     python bench/generate.py --configs tiny --steps 10
@@ -27,14 +27,18 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from reference import copy_into_ours, diffusers_parts  # noqa: E402
 
 
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up: tracing / first-call allocations
-    times = []
+def best_times(runners: dict, repeats: int) -> dict[str, float]:
+    """Best wall time of each runner; the repeats are interleaved (A, B, C, A, B, C...) so
+    that load from other processes falls on every pipeline alike."""
+    for fn in runners.values():
+        fn()  # warm-up: tracing / first-call allocations
+    times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for name, fn in runners.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(values) for name, values in times.items()}
 
 
 def run(config_name: str, resolution: int, steps: int, repeats: int, kerascv: bool) -> dict[str, float]:
@@ -77,11 +81,10 @@ def run(config_name: str, resolution: int, steps: int, repeats: int, kerascv: bo
                  height=resolution, width=resolution, num_inference_steps=steps, guidance_scale=7.5,
                  output_type="np")
 
-    times = {"ours": best_time(ours_run, repeats), "diffusers": best_time(diffusers_run, repeats)}
-    del pipe, unet, vae, text
+    runners = {"ours": ours_run, "diffusers": diffusers_run}
     if kerascv:
-        times["keras-cv"] = best_time(kerascv_runner(resolution, steps, latents, context, uncond), repeats)
-    return times
+        runners["keras-cv"] = kerascv_runner(resolution, steps, latents, context, uncond)
+    return best_times(runners, repeats)
 
 
 def kerascv_runner(resolution: int, steps: int, latents, context, uncond):
