@@ -186,6 +186,29 @@ def test_textual_inversion_learns_and_changes_only_placeholder_rows(emoji_dir, b
     assert (tmp_path / "validation" / "step-00000020.png").stat().st_size > 0
 
 
+def test_textual_inversion_keeps_the_rows_of_placeholders_it_does_not_train(emoji_dir, base_dir, tmp_path):
+    # A pretrained model's style tokens (<s0>...) and a concept learned earlier share the
+    # placeholder variable; a later run must leave them bit-identical, even when its
+    # captions use them (their gradient is not zero then).
+    model = fresh(base_dir)
+    model.add_placeholder("<s0>", init="emoji")
+    model.add_placeholder("<old>", 2, init="face")
+    kept = {t: model.placeholder_rows(t).copy() for t in ("<s0>", "<old>")}
+    data = load_training_images(emoji_dir, SIZE)
+    data = data.__class__(data.images, (("{} emoji in <s0> style",),) * len(data), data.concepts, data.files)
+    strategy = TextualInversion(concept_tokens(data), init="face")
+
+    result = train(model, strategy, data, quick(steps=6, learning_rate=0.05), str(tmp_path))
+
+    assert result.status == "completed"
+    for token, rows in kept.items():
+        np.testing.assert_array_equal(model.placeholder_rows(token), rows, err_msg=token)
+    face = model.placeholder_rows("<old>")[:1]  # the "face" row, still as initialized
+    assert np.all(np.any(model.placeholder_rows("<happy>") != face, axis=1)), "the trained rows must change"
+    saved = json.loads((tmp_path / "embeddings.json").read_text())
+    assert sorted(t["token"] for t in saved["tokens"]) == ["<happy>", "<sad>"]
+
+
 def test_lora_learns_and_its_file_reproduces_the_unet(emoji_dir, base_dir, tmp_path):
     model = fresh(base_dir)
     data = load_training_images(emoji_dir, SIZE)

@@ -168,6 +168,9 @@ class Strategy:
         """Steps already done by what ``prepare`` loaded (a seed-style embedding file)."""
         return 0
 
+    def after_step(self, model) -> None:
+        """Called after every optimizer step (textual inversion puts back the rows it must not change)."""
+
     def save(self, model, out_dir: str, step: int, ema: dict[str, np.ndarray] | None = None) -> list[str]:
         """Write the user-facing files (embeddings, LoRA, UNet); returns their paths."""
         raise NotImplementedError
@@ -406,6 +409,7 @@ def train(
     step = start
     for batch in dataset:
         loss = float(stepper.step(batch))
+        strategy.after_step(model)
         if not math.isfinite(loss):
             status = "non-finite"
             logger.error("Loss is %s at step %d; stopping and keeping %s.", loss, step + 1, last_checkpoint)

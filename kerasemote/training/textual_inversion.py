@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+from keras import ops
+
 from kerasemote.embeddings import (
     add_placeholders,
     check_compatible,
@@ -72,15 +75,11 @@ class TextualInversion(Strategy):
         else:
             self.init = {t: init or concept_of[t] for t in self.placeholders}
         self._start_step = 0
+        self._frozen_ids = np.zeros((0,), np.int64)
+        self._frozen_rows = None
 
     def prepare(self, model) -> None:
         known = model.tokenizer.placeholders
-        others = [t for t in known if t not in self.placeholders]
-        if others:
-            raise ValueError(
-                f"The model already has placeholders {others} that this run does not train; their rows "
-                "would change too (same variable). Train all tokens together, or load the others after."
-            )
         seeded = self._seed_rows(model)
         new = {}
         for token in self.placeholders:
@@ -93,6 +92,21 @@ class TextualInversion(Strategy):
         for token, rows in seeded.items():
             if token in known:
                 model.set_placeholder_rows(token, rows)
+        # Placeholders this run does not train (a model's style tokens <s0>..., concepts loaded
+        # earlier) share the trained variable: remember their rows and put them back after
+        # every step, so they stay bit-identical. New rows are appended, so their ids hold.
+        others = [t for t in model.tokenizer.placeholders if t not in self.placeholders]
+        ids = [i for t in others for i in model.tokenizer.placeholders[t]]
+        self._frozen_ids = np.asarray(ids, np.int64) - model.config.vocab_size
+        self._frozen_rows = model.placeholder_rows()[self._frozen_ids]  # (F, width)
+
+    def after_step(self, model) -> None:
+        if not len(self._frozen_ids):
+            return
+        variable = model.text_encoder.token_embedding.extra_embeddings
+        rows = np.array(ops.convert_to_numpy(variable))
+        rows[self._frozen_ids] = self._frozen_rows
+        variable.assign(rows)
 
     def _seed_rows(self, model) -> dict:
         if not self.init_from:
