@@ -135,3 +135,18 @@ def test_kerasemote_tiny_config_has_16x16_latents_and_fits_under_50_mb_in_float1
     model = StableDiffusion.random(KERASEMOTE_TINY, seed=0)
     count = sum(int(np.prod(v.shape)) for m in model.parts.values() for v in m.weights)
     assert 2 * count < 50e6
+
+
+def test_decoder_stage_trains_only_the_decoder_and_keeps_the_latents(prepared, first_run, tmp_path):
+    first = first_run[1]
+    start = StableDiffusion.load(first.model_dir)
+    out = str(tmp_path / "b")
+    result = pretrain(prepared, out, settings(steps=2, decoder_steps=3), init_from=first.model_dir, progress=False)
+    model = StableDiffusion.load(result.model_dir)
+    same = lambda a, b: all(np.array_equal(x.numpy(), y.numpy()) for x, y in zip(a.weights, b.weights))  # noqa: E731
+    assert same(model.vae_encoder, start.vae_encoder)  # the latent space is unchanged
+    assert not same(model.vae_decoder, start.vae_decoder)
+    assert result.vae["decoder_steps"] == 3 and result.vae["test_psnr_db"] is not None
+    summary = json.loads(open(os.path.join(out, "vae_decoder", "vae_decoder.json")).read())
+    assert summary["steps"] == 3 and summary["test_psnr_db_before"] is not None
+    assert [int(p.split("-")[-1][:8]) for p in checkpoints.list_checkpoints(os.path.join(out, "vae_decoder"))][-1] == 3

@@ -24,6 +24,8 @@ def register(subparsers) -> None:
     p.add_argument("--vae-batch-size", type=int, default=d.vae_batch_size)
     p.add_argument("--vae-learning-rate", type=float, default=d.vae_learning_rate)
     p.add_argument("--kl-weight", type=float, default=d.kl_weight)
+    p.add_argument("--decoder-steps", type=int, default=d.decoder_steps,
+                   help="stage 1b: fine-tune the VAE decoder alone (encoder frozen, latents unchanged) (default 0)")
     p.add_argument("--steps", type=int, default=d.steps, help=f"stage-2 steps in all (default {d.steps})")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
@@ -49,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings = PretrainSettings(
         config=args.config, vae_steps=args.vae_steps, vae_batch_size=args.vae_batch_size,
-        vae_learning_rate=args.vae_learning_rate, kl_weight=args.kl_weight, steps=args.steps,
+        vae_learning_rate=args.vae_learning_rate, kl_weight=args.kl_weight,
+        decoder_steps=args.decoder_steps, steps=args.steps,
         batch_size=args.batch_size, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
         ema_decay=args.ema or None, emotion_repeat=args.emotion_repeat, face_repeat=args.face_repeat,
         seed=args.seed, checkpoint_every=args.checkpoint_every, validate_every=args.validate_every,

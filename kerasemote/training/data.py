@@ -221,8 +221,11 @@ def read_square_image(path: str, size: int, background: str = "white") -> np.nda
 # ---------------------------------------------------------------------- latents
 
 
-def encode_latent_cache(model, images: np.ndarray, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """Encode every image and its mirror image once; training then draws latents from these.
+def encode_latent_cache(model, images: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Encode every distinct image and its mirror image once; training then draws latents from these.
+
+    Repeated images (oversampled faces) are encoded once and shared; the encoder runs as a
+    traced graph on fixed-size batches (the last one padded), so one trace serves all.
 
     Args:
         model: the ``StableDiffusion`` whose VAE encodes.
@@ -235,16 +238,25 @@ def encode_latent_cache(model, images: np.ndarray, batch_size: int = 8) -> tuple
     """
     from kerasemote.models.vae import latent_distribution
 
+    if not len(images):
+        raise ValueError("encode_latent_cache: no images to encode.")
+    keys = {}
+    first = np.array([keys.setdefault(image.tobytes(), i) for i, image in enumerate(images)])  # (N,)
+    distinct, where = np.unique(first, return_inverse=True)
+    encoder = model._compiled(model.vae_encoder)
     scale = model.config.scaling_factor
+    batch_size = min(batch_size, len(distinct))
     means, stds = [], []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size].astype("float32") / 127.5 - 1.0  # (b, S, S, 3)
-        both = np.concatenate([chunk, chunk[:, :, ::-1]], axis=0)  # (2b, S, S, 3)
-        mean, std = latent_distribution(model.vae_encoder(both))
+    for start in range(0, len(distinct), batch_size):
+        chunk = images[distinct[start : start + batch_size]].astype("float32") / 127.5 - 1.0  # (b, S, S, 3)
         b = len(chunk)
-        means.append(np.stack([mean[:b], mean[b:]], axis=1) * scale)  # (b, 2, h, w, C)
-        stds.append(np.stack([std[:b], std[b:]], axis=1) * scale)
-    return np.concatenate(means).astype("float32"), np.concatenate(stds).astype("float32")
+        padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - b, axis=0)])  # (batch, S, S, 3)
+        both = np.concatenate([padded, padded[:, :, ::-1]], axis=0)  # (2 batch, S, S, 3)
+        mean, std = (np.asarray(a) for a in latent_distribution(encoder(both)))
+        means.append(np.stack([mean[:b], mean[batch_size : batch_size + b]], axis=1) * scale)  # (b, 2, h, w, C)
+        stds.append(np.stack([std[:b], std[batch_size : batch_size + b]], axis=1) * scale)
+    mean, std = np.concatenate(means).astype("float32"), np.concatenate(stds).astype("float32")
+    return mean[where], std[where]
 
 
 # ---------------------------------------------------------------------- batches

@@ -4,6 +4,8 @@ Two stages, both resumable bit for bit from their newest checkpoint::
 
     OUT/vae/checkpoints/step-*.npz     stage 1: VAE encoder + decoder (L1 + L2 + KL), own loop
     OUT/vae/vae.json                   written when stage 1 ends: scaling factor, test PSNR
+    OUT/vae_decoder/                   optional stage 1b: the decoder alone, encoder frozen, so the
+                                       latents (and a UNet trained on them) stay valid
     OUT/text_to_image/                 stage 2: the shared training loop (``loop.train``) with
                                        ``TextToImage``: text encoder + UNet on cached latents
     OUT/text_to_image/model/           the finished model directory (float16)
@@ -45,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 VAE_DIR = "vae"
 VAE_SUMMARY = "vae.json"
+DECODER_DIR = "vae_decoder"
 STAGE2_DIR = "text_to_image"
 MODEL_DIR = "model"
 VALIDATION_PROMPTS = (
@@ -67,6 +70,9 @@ class PretrainSettings:
         vae_batch_size: stage-1 images per step.
         vae_learning_rate: stage-1 peak learning rate (AdamW, 100 warm-up steps).
         kl_weight: weight of the mean per-element KL term next to L1 + L2 in [-1, 1] pixels.
+        decoder_steps: stage-1b steps: fine-tune the decoder alone (encoder frozen) on
+            latent samples, sharper images without changing the latent space (0: skip).
+            With ``init_from`` they continue from the warm-start decoder.
         steps: stage-2 optimizer steps in all (a warm start's steps included).
         batch_size: stage-2 examples per step.
         learning_rate: stage-2 peak learning rate (constant after the warm-up, so a run
@@ -87,6 +93,7 @@ class PretrainSettings:
     vae_batch_size: int = 16
     vae_learning_rate: float = 1e-3
     kl_weight: float = 1e-4
+    decoder_steps: int = 0
     steps: int = 4000
     batch_size: int = 32
     learning_rate: float = 2e-4
@@ -104,10 +111,14 @@ class PretrainSettings:
     def model_config(self) -> ModelConfig:
         return get_config(self.config) if isinstance(self.config, str) else self.config
 
-    def vae_facts(self) -> dict[str, Any]:
-        """What a resumed stage 1 must match."""
-        return {"config": self.model_config.to_dict(), "batch_size": self.vae_batch_size,
-                "learning_rate": self.vae_learning_rate, "kl_weight": self.kl_weight, "seed": self.seed}
+    def vae_facts(self, decoder_only: bool = False) -> dict[str, Any]:
+        """What a resumed stage 1 (or 1b) must match."""
+        facts = {"config": self.model_config.to_dict(), "batch_size": self.vae_batch_size,
+                 "learning_rate": self.vae_learning_rate, "kl_weight": self.kl_weight, "seed": self.seed}
+        if decoder_only:
+            facts = {**facts, "decoder_only": True}
+            facts.pop("kl_weight")
+        return facts
 
 
 @dataclass
@@ -213,17 +224,21 @@ def build_model(config: ModelConfig, style_tokens: Sequence[str], seed: int) -> 
 # ---------------------------------------------------------------------- stage 1: the VAE
 
 
-def vae_loss(model: StableDiffusion, pixels: tf.Tensor, noise: tf.Tensor, kl_weight: float):
+def vae_loss(model: StableDiffusion, pixels: tf.Tensor, noise: tf.Tensor, kl_weight: float,
+             decoder_only: bool = False):
     """Loss of one batch: mean |x - x'| + mean (x - x')^2 + kl_weight * mean KL.
 
     Args:
         pixels: float32 (B, S, S, 3) in [-1, 1].
         noise: float32 (B, S/f, S/f, C) standard normal, for the latent sample.
+        decoder_only: no gradient through the encoder (stage 1b).
 
     Returns:
         ``(loss, {"l1", "l2", "kl"})`` scalars.
     """
     moments = model.vae_encoder(pixels)  # (B, h, w, 2C)
+    if decoder_only:
+        moments = tf.stop_gradient(moments)
     mean, std = latent_distribution(moments)
     recon = model.vae_decoder(mean + std * noise)  # (B, S, S, 3)
     l1 = tf.reduce_mean(tf.abs(recon - pixels))
@@ -235,9 +250,11 @@ def vae_loss(model: StableDiffusion, pixels: tf.Tensor, noise: tf.Tensor, kl_wei
 class _VAEStepper:
     """One stage-1 optimizer step as a tf.function; every draw keyed by (seed, step)."""
 
-    def __init__(self, model: StableDiffusion, images: np.ndarray, settings: PretrainSettings, optimizer):
+    def __init__(self, model: StableDiffusion, images: np.ndarray, settings: PretrainSettings, optimizer,
+                 decoder_only: bool = False):
         self.model, self.settings, self.optimizer = model, settings, optimizer
-        self.variables = model.vae_encoder.trainable_variables + model.vae_decoder.trainable_variables
+        self.decoder_only = decoder_only
+        self.variables = vae_variables(model, decoder_only)
         self.images = tf.constant(images)  # (N, S, S, 3) uint8
         n = len(images)
         self.rows, self.counts = tf.zeros([n, 1], tf.int32), tf.ones([n], tf.int32)
@@ -247,42 +264,54 @@ class _VAEStepper:
 
     def _step(self, step):
         s = self.settings
-        plan = batch_plan(step, seed=s.seed, batch_size=s.vae_batch_size, num_examples=len(self.counts),
+        plan = batch_plan(step + (1_000_003 if self.decoder_only else 0), seed=s.seed, batch_size=s.vae_batch_size, num_examples=len(self.counts),
                           caption_rows=self.rows, caption_counts=self.counts, flip=True)
         x = tf.cast(tf.gather(self.images, plan["index"]), tf.float32) / 127.5 - 1.0  # (B, S, S, 3)
         x = tf.where(tf.cast(plan["flip"], tf.bool)[:, None, None, None], x[:, :, ::-1], x)
-        key = tf.stack([tf.cast(s.seed, tf.int64) + 7, tf.cast(step, tf.int64)])
+        key = tf.stack([tf.cast(s.seed, tf.int64) + (11 if self.decoder_only else 7), tf.cast(step, tf.int64)])
         noise = tf.random.stateless_normal(self.latent_shape, key, alg="philox")
         with tf.GradientTape() as tape:
-            loss, parts = vae_loss(self.model, x, noise, s.kl_weight)
+            loss, parts = vae_loss(self.model, x, noise, 0.0 if self.decoder_only else s.kl_weight,
+                                   self.decoder_only)
         grads = tape.gradient(loss, self.variables)
         grads, _ = tf.clip_by_global_norm(grads, 1.0)
         self.optimizer.apply(grads, self.variables)
         return loss, parts
 
 
+def vae_variables(model: StableDiffusion, decoder_only: bool = False) -> list:
+    """The variables stage 1 (encoder + decoder) or stage 1b (decoder) trains."""
+    decoder = list(model.vae_decoder.trainable_variables)
+    return decoder if decoder_only else list(model.vae_encoder.trainable_variables) + decoder
+
+
 def train_vae(model: StableDiffusion, images: np.ndarray, settings: PretrainSettings, out_dir: str,
-              resume: bool = True, progress: bool = True) -> list[float]:
+              resume: bool = True, progress: bool = True, decoder_only: bool = False) -> list[float]:
     """Stage 1: train the VAE for ``settings.vae_steps`` steps; checkpoints in ``out_dir/checkpoints``.
 
     Args:
         model: the model whose VAE trains (in place).
         images: uint8 (N, S, S, 3) training images.
-        out_dir: stage-1 folder.
+        out_dir: stage folder.
         resume: continue from the newest checkpoint in ``out_dir`` when there is one.
+        decoder_only: stage 1b: ``settings.decoder_steps`` steps on the decoder alone (the
+            encoder, hence the latent space, stays as it is).
 
     Returns:
         The loss of every step so far (resumed steps included).
     """
-    variables = model.vae_encoder.trainable_variables + model.vae_decoder.trainable_variables
-    schedule = LearningRate(settings.vae_learning_rate, settings.vae_steps, 100, "constant")
+    total = settings.decoder_steps if decoder_only else settings.vae_steps
+    variables = vae_variables(model, decoder_only)
+    schedule = LearningRate(settings.vae_learning_rate, total, min(100, total), "constant")
     optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=1e-4, name="vae_optimizer")
     optimizer.build(variables)
-    start, losses = _restore_vae(out_dir, settings, variables, optimizer) if resume else (0, [])
-    stepper = _VAEStepper(model, images, settings, optimizer)
-    manifest = {"stage": "vae", "settings": settings.vae_facts()}
-    bar = tqdm(total=settings.vae_steps, initial=start, desc="vae", disable=not progress)
-    for step in range(start, settings.vae_steps):
+    start, losses = (_restore_vae(out_dir, settings, variables, optimizer, decoder_only) if resume
+                     else (0, []))
+    stepper = _VAEStepper(model, images, settings, optimizer, decoder_only)
+    stage = "vae_decoder" if decoder_only else "vae"
+    manifest = {"stage": stage, "settings": settings.vae_facts(decoder_only)}
+    bar = tqdm(total=total, initial=start, desc=stage, disable=not progress)
+    for step in range(start, total):
         loss, parts = stepper.step(tf.constant(step, tf.int64))
         losses.append(float(loss))
         if not math.isfinite(losses[-1]):
@@ -290,18 +319,19 @@ def train_vae(model: StableDiffusion, images: np.ndarray, settings: PretrainSett
         bar.update(1)
         bar.set_postfix(l1=f"{float(parts['l1']):.4f}", kl=f"{float(parts['kl']):.2f}")
         done = step + 1
-        if done == settings.vae_steps or (settings.checkpoint_every and done % settings.checkpoint_every == 0):
+        if done == total or (settings.checkpoint_every and done % settings.checkpoint_every == 0):
             checkpoints.save_checkpoint(out_dir, done, variables, optimizer, {**manifest, "losses": losses})
     bar.close()
     return losses
 
 
-def _restore_vae(out_dir: str, settings: PretrainSettings, variables, optimizer) -> tuple[int, list[float]]:
+def _restore_vae(out_dir: str, settings: PretrainSettings, variables, optimizer,
+                 decoder_only: bool = False) -> tuple[int, list[float]]:
     path = checkpoints.latest_checkpoint(out_dir)
     if path is None:
         return 0, []
     arrays, manifest = checkpoints.load_checkpoint(path)
-    wanted = json.loads(json.dumps(settings.vae_facts()))
+    wanted = json.loads(json.dumps(settings.vae_facts(decoder_only)))
     found = manifest.get("settings", {})
     bad = [f"{path}: key 'settings.{k}' expected {wanted[k]!r} (this run), found {found.get(k)!r}."
            for k in wanted if found.get(k) != wanted[k]]
@@ -441,6 +471,8 @@ def pretrain(data_dir: str, out_dir: str, settings: PretrainSettings, resume: bo
         model = build_model(config, list(tokens.values()), settings.seed)
         vae, initial = _stage1(model, images, rows, settings, storage.join(out_dir, VAE_DIR), resume, progress), 0
         model.config = model.config.replace(scaling_factor=vae["scaling_factor"])
+    if settings.decoder_steps:
+        vae = _stage1b(model, images, rows, settings, storage.join(out_dir, DECODER_DIR), vae, resume, progress)
     data = stage2_images(images, rows, tokens, settings)
     logger.info("Stage 2: %d examples (%d images, faces repeated).", len(data), len(rows))
     strategy = TextToImage(initial_steps=initial)
@@ -478,6 +510,29 @@ def _stage1(model, images, rows, settings, vae_dir, resume, progress) -> dict[st
     }
     storage.write_bytes(summary_path, json.dumps(summary, indent=2).encode())
     return summary
+
+
+def _stage1b(model, images, rows, settings, decoder_dir, vae, resume, progress) -> dict[str, Any]:
+    """Fine-tune the decoder alone (or finish doing so); returns ``vae`` with its new facts."""
+    train_rows = np.array([r.split == "train" for r in rows])
+    test = images[np.array([r.split == "test" for r in rows])]
+    before = vae.get("test_psnr_db")
+    if before is None and len(test):
+        before = reconstruction_psnr(model, test)
+    started = time.time()
+    losses = train_vae(model, images[train_rows], settings, decoder_dir, resume, progress, decoder_only=True)
+    summary = {
+        "steps": settings.decoder_steps,
+        "final_loss": float(np.mean(losses[-50:])),
+        "test_psnr_db_before": before,
+        "test_psnr_db": reconstruction_psnr(model, test) if len(test) else None,
+        "seconds_this_session": round(time.time() - started, 1),
+    }
+    storage.write_bytes(storage.join(decoder_dir, "vae_decoder.json"), json.dumps(summary, indent=2).encode())
+    logger.info("Decoder fine-tune: test PSNR %s -> %s dB.", before, summary["test_psnr_db"])
+    # ``vae`` holds the facts of the stage-1 or warm-start weights, so steps add up across runs.
+    return {**vae, "decoder_steps": int(vae.get("decoder_steps", 0)) + settings.decoder_steps,
+            "test_psnr_db": summary["test_psnr_db"]}
 
 
 def _warm_start(init_from: str, config: ModelConfig) -> tuple[StableDiffusion, dict[str, Any], int]:
