@@ -284,18 +284,24 @@ def to_uint8(images) -> np.ndarray:
     return np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
-def load_model(name_or_dir: str = "tiny", **kwargs: Any) -> StableDiffusion:
+def load_model(name_or_dir: str | None = None, **kwargs: Any) -> StableDiffusion:
     """Load a model by preset name or from a model directory.
 
     Args:
-        name_or_dir: a preset (``sd-v1-4``, ``sd-v1-5``, ``kerasemote-tiny``...; see
+        name_or_dir: a preset (``kerasemote-tiny``, ``sd-v1-4``, ``sd-v1-5``; see
             ``kerasemote.presets.PRESETS``), a model directory (local, Drive or ``gs://``),
             or a checkpoint that ``kerasemote convert`` reads (converted on the fly).
-        **kwargs: passed to the preset resolver (e.g. ``weights=PATH``, ``cache_dir=DIR``).
+            Default: ``presets.DEFAULT_MODEL``, the ``kerasemote-tiny`` model shipped with
+            the package (offline).
+        **kwargs: passed to the preset resolver (e.g. ``weights=PATH``, ``cache=DIR``).
 
     Returns:
         The loaded ``StableDiffusion``.
+
+    Example:
+        >>> model = load_model()                     # kerasemote-tiny, 64 px
+        >>> images = model.generate("a grinning face emoji", num_images=2, seed=0)
     """
     from kerasemote import presets
 
-    return presets.load(name_or_dir, **kwargs)
+    return presets.load(presets.DEFAULT_MODEL if name_or_dir is None else name_or_dir, **kwargs)

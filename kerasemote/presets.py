@@ -1,10 +1,12 @@
 """Named models: where their weights come from, a download cache with checksums, and loading.
 
-A preset is plain data: a config plus the files to fetch (URL + sha256). On a
-machine with internet the files are downloaded once into the cache, converted
-into a model directory, and loaded from there afterwards. Without internet the
-download fails fast with a message naming the file and the two ways round:
-``--weights PATH`` (a copy of the file/folder) or ``kerasemote convert``.
+A preset is plain data: either a model directory shipped with the package
+(``kerasemote-tiny``, the default: offline, nothing to download) or the files to
+fetch (URL + sha256). On a machine with internet the files are downloaded once
+into the cache, converted into a model directory, and loaded from there
+afterwards. Without internet the download fails fast with a message naming the
+file and the two ways round: ``--weights PATH`` (a copy of the file/folder) or
+``kerasemote convert``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hashlib
 import os
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -36,15 +39,45 @@ class Preset:
 
     name: str
     description: str
-    source_format: str  # "kerascv" (a folder of keras-cv .h5 files) or "single_file"
+    source_format: str  # "kerascv" (a folder of keras-cv .h5 files), "single_file" or "model_dir" (shipped)
     files: tuple[RemoteFile, ...]
     local_dir: str | None = None  # a model directory shipped with the package
+
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def shipped_model_dir(name: str) -> str:
+    """The folder of a model directory that ships with kerasemote.
+
+    The repository commits it as ``weights/<name>``; ``setup.py`` installs ``weights/`` as the
+    data package ``kerasemote.pretrained``. So an installed wheel has it at
+    ``kerasemote/pretrained/<name>`` and a source checkout or editable install at
+    ``weights/<name>`` beside the package.
+
+    Args:
+        name: the model folder's name, e.g. ``"kerasemote-tiny"``.
+
+    Returns:
+        The first of those two folders that holds a ``config.json``; the checkout's path when
+        neither does (``load`` then names it in its error).
+    """
+    installed, checkout = _PACKAGE / "pretrained" / name, _PACKAGE.parent / "weights" / name
+    return str(installed if (installed / "config.json").is_file() else checkout)
 
 
 # keras-cv's published SD 1.4 weights (URLs and hashes as keras-cv 0.9.0 uses them).
 _KERASCV = _HF + "/fchollet/stable-diffusion/resolve/main/"
 
 PRESETS: dict[str, Preset] = {
+    "kerasemote-tiny": Preset(
+        "kerasemote-tiny",
+        "kerasemote's own 64 px emoji model (14.8 M parameters, trained from scratch on the packaged "
+        "emoji; weights/README.md). Ships with the package: offline, nothing to download.",
+        "model_dir",
+        (),
+        local_dir=shipped_model_dir("kerasemote-tiny"),
+    ),
     "sd-v1-4": Preset(
         "sd-v1-4",
         "Stable Diffusion 1.4, keras-cv's published weights (keras-cv numerics).",
@@ -88,7 +121,8 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-DEFAULT_MODEL = "sd-v1-5"
+# What every command and ``load_model`` use when no model is named: works offline, in seconds.
+DEFAULT_MODEL = "kerasemote-tiny"
 
 
 class PresetUnavailable(RuntimeError):
@@ -159,7 +193,21 @@ def load(name_or_dir: str, weights: str | None = None, cache: str | None = None)
     if name_or_dir in PRESETS:
         preset = PRESETS[name_or_dir]
         if preset.local_dir is not None:
-            return StableDiffusion.load(preset.local_dir)
+            if weights is not None:
+                raise ValueError(
+                    f"Preset {preset.name!r} ships with kerasemote, so `--weights` has nothing to replace; it "
+                    f"is for the downloadable presets ({', '.join(n for n, other in PRESETS.items() if other.files)}): "
+                    f"name one with `--model`, or pass a model directory as `--model DIR`."
+                )
+            if not os.path.isfile(os.path.join(preset.local_dir, "config.json")):
+                raise FileNotFoundError(
+                    f"Preset {preset.name!r} ships with kerasemote, but {preset.local_dir} has no config.json: "
+                    "this installation lacks the model files. Reinstall kerasemote (the wheel carries them as "
+                    "kerasemote/pretrained/), or pass a copy of the folder with `--model DIR`."
+                )
+            model = StableDiffusion.load(preset.local_dir)
+            model.source = preset.name  # what trained files record: the name, not this machine's path
+            return model
         root = cache or cache_dir()
         converted = os.path.join(root, "models", preset.name)
         if weights is None and os.path.exists(os.path.join(converted, "config.json")):
