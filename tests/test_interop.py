@@ -320,3 +320,21 @@ def test_cli_exports_and_imports_embeddings_and_loras(run_folder, tmp_path, caps
     assert _cli(["import", "lora", str(tmp_path / "k.safetensors"), "--out", str(tmp_path / "imported")]) == 0
     back = read_lora(str(tmp_path / "imported" / "lora.npz"))
     np.testing.assert_allclose(back.delta(TO_Q), lora.delta(TO_Q), rtol=1e-6)
+
+
+def test_cli_kohya_ldm_export_names_layers_after_the_config_the_lora_was_trained_on(tmp_path):
+    from kerasemote.lora_files import save_lora
+
+    # kerasemote-tiny's up_blocks.0 attends, SD's does not: SD's LDM names cannot name this layer.
+    layer = "unet/up_blocks.0/attentions.0/transformer_blocks.0/attn1/to_k"
+    kernel = _kernel_layers(KERASEMOTE_TINY)[layer]
+    arrays = {layer + A_SUFFIX: np.ones(kernel[:-1] + (2,), "float32"),
+              layer + B_SUFFIX: np.ones((2, kernel[-1]), "float32")}
+    lora = LoRAWeights(arrays, 2, 2.0, ["attention"], {"base_model": {"config": "kerasemote-tiny"}})
+    src = save_lora(str(tmp_path / "lora.npz"), lora)
+    assert _cli(["export", "lora", src, "--format", "kohya-ldm", "--out", str(tmp_path / "ldm.safetensors")]) == 0
+    written = set(load_file(str(tmp_path / "ldm.safetensors")))
+    assert written == set(to_kohya_state(lora, ldm_config=KERASEMOTE_TINY))
+    with pytest.raises(ValueError, match="no LDM name in config 'sd-v1'"):
+        _cli(["export", "lora", src, "--format", "kohya-ldm", "--config", "sd-v1",
+              "--out", str(tmp_path / "x.safetensors")])

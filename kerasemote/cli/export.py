@@ -32,7 +32,8 @@ def register(subparsers) -> None:
                          "(lora_unet_input_blocks_...)")
     lo.add_argument("--out", required=True, help="the .safetensors file to write")
     lo.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="stored precision")
-    lo.add_argument("--config", default="sd-v1", help="UNet config for kohya-ldm names (default sd-v1)")
+    lo.add_argument("--config", default=None,
+                    help="UNet config for kohya-ldm names (default: the base model's, from the LoRA's manifest)")
     lo.set_defaults(func=run_export_lora)
 
     p = subparsers.add_parser(
@@ -81,9 +82,15 @@ def run_export_embeddings(args: argparse.Namespace) -> int:
 def run_export_lora(args: argparse.Namespace) -> int:
     from kerasemote.config import get_config
     from kerasemote.convert.lora_interop import export_lora
+    from kerasemote.lora_files import read_lora
 
     src = _lora_file(args.src)
-    export_lora(src, args.out, args.format, args.dtype, get_config(args.config))
+    lora = read_lora(src)
+    ldm = {}
+    if args.format == "kohya-ldm":  # the only layout named after the UNet's config
+        # A LoRA records the config it was trained on; files from before that record are SD 1.x.
+        ldm["config"] = get_config(args.config or lora.manifest.get("base_model", {}).get("config", "sd-v1"))
+    export_lora(lora, args.out, args.format, args.dtype, **ldm)
     print(f"wrote {args.out} ({args.format} layout) from {src}")
     return 0
 

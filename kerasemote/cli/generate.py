@@ -14,7 +14,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MODEL,
         help=f"preset name, model directory or checkpoint (default: {DEFAULT_MODEL})",
     )
-    parser.add_argument("--weights", help="local copy of a preset's checkpoint (file or folder)")
+    parser.add_argument("--weights", help="local copy of a downloadable preset's checkpoint (file or folder), "
+                                          "e.g. --model sd-v1-5 --weights v1-5-pruned-emaonly.safetensors")
     parser.add_argument(
         "--mixed-precision", action="store_true", help="compute in float16 (GPU), weights stay float32"
     )
