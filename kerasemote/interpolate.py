@@ -132,9 +132,12 @@ def token_sweep(
     """One image per alpha: ``prompt`` (with ``{}``) filled with the mixed token; same noise for all."""
     _check_template(prompt)
     noise = _fixed_noise(model, 1, seed, generate_kwargs)
+    # One placeholder for the whole sweep whose rows change per alpha: a new token per alpha
+    # would rebuild (and retrace) the text encoder for every image.
+    name = f"<mix-{_bare(token_a)}-{_bare(token_b)}>"
     return _one_by_one(
         lambda a: model.generate(
-            prompt.format(add_mixed_token(model, token_a, token_b, a, method)),
+            prompt.format(add_mixed_token(model, token_a, token_b, a, method, name=name)),
             init_latents=noise, seed=seed, **generate_kwargs,
         ),
         alphas,
