@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "kerasemote.cli.interpolate",
     "kerasemote.cli.data",
     "kerasemote.cli.classify",
+    "kerasemote.cli.demo",
 )
 
 

