@@ -149,4 +149,4 @@ def test_decoder_stage_trains_only_the_decoder_and_keeps_the_latents(prepared, f
     assert result.vae["decoder_steps"] == 3 and result.vae["test_psnr_db"] is not None
     summary = json.loads(open(os.path.join(out, "vae_decoder", "vae_decoder.json")).read())
     assert summary["steps"] == 3 and summary["test_psnr_db_before"] is not None
-    assert [int(p.split("-")[-1][:8]) for p in checkpoints.list_checkpoints(os.path.join(out, "vae_decoder"))][-1] == 3
+    assert [step for step, _ in checkpoints.list_checkpoints(os.path.join(out, "vae_decoder"))][-1] == 3
