@@ -64,6 +64,16 @@ def test_stage2_repeats_emotion_faces_most_then_other_faces():
     assert out.images[out.files.index("c")].max() == 2  # the pixels follow their rows
 
 
+def test_stage2_balances_the_emotions_so_rare_ones_are_drawn_as_often():
+    rows = [EmojiRow(f"h{i}", "grinning face", "noto", "happy", "train") for i in range(4)]
+    rows += [EmojiRow("a0", "angry face", "noto", "angry", "train")]
+    images = np.zeros((5, 8, 8, 3), np.uint8)
+    out = stage2_images(images, rows, {}, settings(emotion_repeat=3))
+    assert out.files.count("h0") == 3 and out.files.count("a0") == 12
+    plain = stage2_images(images, rows, {}, settings(emotion_repeat=3, balance_emotions=False))
+    assert plain.files.count("a0") == 3
+
+
 def test_vae_stage_raises_reconstruction_psnr_on_real_emoji(prepared, tmp_path):
     images, rows, tokens = read_prepared(prepared, SIZE)
     assert len(images) >= 12 and set(tokens) == {"twemoji", "openmoji"}
@@ -76,6 +86,7 @@ def test_vae_stage_raises_reconstruction_psnr_on_real_emoji(prepared, tmp_path):
     assert 0.01 < latent_scaling_factor(model, images) < 100.0
 
 
+@pytest.mark.slow  # 40-100 s on 2 cores (the fast suite stays under 15 minutes)
 def test_vae_stage_resumed_from_a_checkpoint_matches_the_uninterrupted_run(prepared, tmp_path):
     images, _, tokens = read_prepared(prepared, SIZE)
     whole = build_model(CONFIG, list(tokens.values()), seed=0)
@@ -105,6 +116,7 @@ def first_run(prepared, tmp_path_factory):
     return out, pretrain(prepared, out, settings(), progress=False)
 
 
+@pytest.mark.slow  # 40-100 s on 2 cores (the fast suite stays under 15 minutes)
 def test_pretrain_writes_a_loadable_model_and_resumes_both_stages(prepared, first_run, tmp_path):
     out, export = str(tmp_path / "run"), str(tmp_path / "export")
     shutil.copytree(first_run[0], out)
@@ -137,6 +149,7 @@ def test_kerasemote_tiny_config_has_16x16_latents_and_fits_under_50_mb_in_float1
     assert 2 * count < 50e6
 
 
+@pytest.mark.slow  # 40-100 s on 2 cores (the fast suite stays under 15 minutes)
 def test_decoder_stage_trains_only_the_decoder_and_keeps_the_latents(prepared, first_run, tmp_path):
     first = first_run[1]
     start = StableDiffusion.load(first.model_dir)

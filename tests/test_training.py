@@ -230,6 +230,7 @@ def test_lora_learns_and_its_file_reproduces_the_unet(emoji_dir, base_dir, tmp_p
     np.testing.assert_allclose(unet_output(other), unet_output(model), atol=2e-5)
 
 
+@pytest.mark.slow  # 40-100 s on 2 cores (the fast suite stays under 15 minutes)
 def test_finetune_with_ema_learns_and_saves_a_loadable_model(emoji_dir, base_dir, tmp_path):
     model = fresh(base_dir)
     data = load_training_images(emoji_dir, SIZE)
@@ -253,6 +254,7 @@ class _Killed(BaseException):
     """Stands in for a killed Colab runtime: nothing after it runs."""
 
 
+@pytest.mark.slow  # 40-100 s on 2 cores (the fast suite stays under 15 minutes)
 def test_kill_and_resume_ends_bit_identical_to_an_uninterrupted_run(emoji_dir, base_dir, tmp_path):
     data = load_training_images(emoji_dir, SIZE)
     config = quick(steps=6, checkpoint_every=3, learning_rate=0.05, grad_accum=2, lr_schedule="cosine",
@@ -283,6 +285,7 @@ def test_kill_and_resume_ends_bit_identical_to_an_uninterrupted_run(emoji_dir, b
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
+@pytest.mark.slow  # 40-100 s on 2 cores (the fast suite stays under 15 minutes)
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(emoji_dir, base_dir, tmp_path):
     model = fresh(base_dir)
     data = load_training_images(emoji_dir, SIZE)

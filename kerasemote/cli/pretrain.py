@@ -31,7 +31,10 @@ def register(subparsers) -> None:
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
     p.add_argument("--ema", type=float, default=d.ema_decay, help="EMA decay of the saved weights (0: off)")
-    p.add_argument("--emotion-repeat", type=int, default=d.emotion_repeat, help="copies of emotion-labelled faces")
+    p.add_argument("--emotion-repeat", type=int, default=d.emotion_repeat,
+                   help="copies of each face of the most common emotion (rarer emotions get more)")
+    p.add_argument("--no-balance-emotions", action="store_true",
+                   help="the same --emotion-repeat for every emotion instead of balancing them")
     p.add_argument("--face-repeat", type=int, default=d.face_repeat, help="copies of other face emoji")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
@@ -54,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         vae_learning_rate=args.vae_learning_rate, kl_weight=args.kl_weight,
         decoder_steps=args.decoder_steps, steps=args.steps,
         batch_size=args.batch_size, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
-        ema_decay=args.ema or None, emotion_repeat=args.emotion_repeat, face_repeat=args.face_repeat,
+        ema_decay=args.ema or None, emotion_repeat=args.emotion_repeat,
+        balance_emotions=not args.no_balance_emotions, face_repeat=args.face_repeat,
         seed=args.seed, checkpoint_every=args.checkpoint_every, validate_every=args.validate_every,
         export_every=args.export_every,
     )

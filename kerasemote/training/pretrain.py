@@ -80,7 +80,10 @@ class PretrainSettings:
         warmup_steps: stage-2 linear warm-up.
         min_snr_gamma: stage-2 min-SNR-gamma weighting.
         ema_decay: stage-2 EMA of the weights (what the model directory holds); None: off.
-        emotion_repeat: copies of each emotion-labelled image in stage 2.
+        emotion_repeat: copies of each emotion-labelled image of the most common emotion in
+            stage 2; with ``balance_emotions`` the rarer emotions get proportionally more.
+        balance_emotions: repeat each emotion's images so that every emotion is drawn about
+            as often as the most common one (angry has a third of happy's faces).
         face_repeat: copies of each other face emoji (name contains "face") in stage 2.
         seed: seed of every random draw of both stages.
         checkpoint_every: steps between checkpoints (both stages).
@@ -101,6 +104,7 @@ class PretrainSettings:
     min_snr_gamma: float | None = 5.0
     ema_decay: float | None = 0.995
     emotion_repeat: int = 12
+    balance_emotions: bool = True
     face_repeat: int = 3
     seed: int = 0
     checkpoint_every: int = 200
@@ -192,6 +196,22 @@ def captions_for(row: EmojiRow, style_token: str | None) -> tuple[str, ...]:
     return tuple(named * 2) + ("",)
 
 
+def emotion_repeats(labels: Sequence[str], repeat: int, balance: bool = True) -> dict[str, int]:
+    """Copies of each image per emotion label: ``repeat``, or with ``balance`` ``repeat`` times
+    (count of the most common label / count of this label), rounded, so each emotion is drawn
+    about equally often.
+
+    Example:
+        >>> emotion_repeats(["happy"] * 4 + ["angry"] * 2, 10)
+        {'happy': 10, 'angry': 20}
+    """
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    most = max(counts.values(), default=1)
+    return {label: max(1, round(repeat * most / n)) if balance else repeat for label, n in counts.items()}
+
+
 def is_face(row: EmojiRow) -> bool:
     return bool(row.label) or " face" in f" {row.description.lower()}"
 
@@ -199,7 +219,9 @@ def is_face(row: EmojiRow) -> bool:
 def stage2_images(images: np.ndarray, rows: Sequence[EmojiRow], tokens: Mapping[str, str],
                   settings: PretrainSettings) -> ImageSet:
     """Every image with its caption candidates, faces repeated (emotion-labelled ones most)."""
-    repeats = [settings.emotion_repeat if r.label else settings.face_repeat if is_face(r) else 1 for r in rows]
+    per_label = emotion_repeats([r.label for r in rows if r.label], settings.emotion_repeat,
+                                settings.balance_emotions)
+    repeats = [per_label[r.label] if r.label else settings.face_repeat if is_face(r) else 1 for r in rows]
     order = np.repeat(np.arange(len(rows)), repeats)
     return ImageSet(
         images=images[order],
