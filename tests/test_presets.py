@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -118,3 +119,13 @@ def test_the_installed_wheel_loads_the_default_model_and_generates(installed_whe
     found = _run_installed(site, "import kerasemote; m = kerasemote.load_model(); "
                                  "print(m.config.name, m.generate('a grinning face emoji', steps=2, seed=0).shape)")
     assert found.splitlines()[-1] == "kerasemote-tiny (1, 64, 64, 3)"
+
+
+def test_committed_weights_match_the_sha256_and_sizes_in_the_weights_manifest():
+    manifest = (ROOT / "weights" / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `([\w.]+)` \| ([\d,]+) \| `([0-9a-f]{64})` \|$", manifest, flags=re.M)
+    assert {name for name, _, _ in rows} == MODEL_FILES
+    for name, size, digest in rows:
+        path = SHIPPED / name
+        assert path.stat().st_size == int(size.replace(",", "")), name
+        assert _sha256(path) == digest, f"{path}: sha256 differs from weights/README.md"
