@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -205,9 +206,7 @@ def emotion_repeats(labels: Sequence[str], repeat: int, balance: bool = True) ->
         >>> emotion_repeats(["happy"] * 4 + ["angry"] * 2, 10)
         {'happy': 10, 'angry': 20}
     """
-    counts: dict[str, int] = {}
-    for label in labels:
-        counts[label] = counts.get(label, 0) + 1
+    counts = Counter(labels)
     most = max(counts.values(), default=1)
     return {label: max(1, round(repeat * most / n)) if balance else repeat for label, n in counts.items()}
 
