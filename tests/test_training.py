@@ -27,7 +27,7 @@ from kerasemote.training import (
 )
 from kerasemote.training.checkpoints import list_checkpoints, load_checkpoint
 from kerasemote.training.data import batch_plan
-from kerasemote.training.loop import evaluate_loss, min_snr_weights
+from kerasemote.training.loop import LearningRate, TrainConfig, evaluate_loss, make_optimizer, min_snr_weights
 
 EMOTIONS = {"happy": ["1f600", "1f603", "1f604"], "sad": ["1f622", "1f61e", "1f614"]}
 SIZE = 32  # the tiny VAE downsamples 4x: 8x8 latents
@@ -94,6 +94,25 @@ def test_min_snr_weight_turns_target_error_into_clipped_x0_error(prediction_type
     weights = min_snr_weights(schedule, t, 5.0, 2)
     expected = tf.minimum(schedule.snr(t), 5.0) * x0_error
     np.testing.assert_allclose(weights * target_error, expected, rtol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["constant", "cosine"])
+def test_a_warm_start_schedule_warms_up_and_decays_from_its_first_step(kind):
+    # A warm start sets the optimizer's iterations to the model's step count (9,000); the
+    # schedule used to count from 0, so its warm-up was over and its cosine nearly spent.
+    config = TrainConfig(steps=12_000, lr_schedule=kind, warmup_steps=100, learning_rate=1e-4)
+    optimizer = make_optimizer(config, 1e-4, False, start=9_000)
+    at = {}
+    for step in (9_000, 9_049, 9_100, 10_550, 12_000):
+        optimizer.iterations.assign(step)
+        at[step] = float(optimizer.learning_rate)
+    assert at[9_000] == pytest.approx(1e-6) and at[9_049] == pytest.approx(5e-5)
+    assert at[9_100] == pytest.approx(1e-4)
+    if kind == "cosine":
+        assert at[10_550] == pytest.approx(5e-5, rel=1e-3) and at[12_000] == pytest.approx(0.0, abs=1e-12)
+    else:
+        assert at[10_550] == at[12_000] == pytest.approx(1e-4)
+    assert LearningRate(1e-4, 3000, 100, "cosine").get_config()["start"] == 0
 
 
 def test_batch_plan_sees_every_image_once_per_epoch_and_repeats_for_a_seed():

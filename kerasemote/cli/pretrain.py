@@ -29,6 +29,9 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, default=d.steps, help=f"stage-2 steps in all (default {d.steps})")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default=d.lr_schedule,
+                   help="stage 2 after the warm-up: constant (extendable) or cosine to zero at --steps "
+                        "(a warm start decays from its first step)")
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
     p.add_argument("--ema", type=float, default=d.ema_decay, help="EMA decay of the saved weights (0: off)")
     p.add_argument("--emotion-repeat", type=int, default=d.emotion_repeat,
@@ -56,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         config=args.config, vae_steps=args.vae_steps, vae_batch_size=args.vae_batch_size,
         vae_learning_rate=args.vae_learning_rate, kl_weight=args.kl_weight,
         decoder_steps=args.decoder_steps, steps=args.steps,
-        batch_size=args.batch_size, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, lr_schedule=args.lr_schedule,
+        warmup_steps=args.warmup_steps,
         ema_decay=args.ema or None, emotion_repeat=args.emotion_repeat,
         balance_emotions=not args.no_balance_emotions, face_repeat=args.face_repeat,
         seed=args.seed, checkpoint_every=args.checkpoint_every, validate_every=args.validate_every,

@@ -197,26 +197,40 @@ class TrainResult:
 
 
 class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up to ``peak`` over ``warmup`` steps, then constant or cosine to zero at ``total``."""
+    """Linear warm-up to ``peak`` over ``warmup`` steps, then constant or cosine to zero at ``total``.
 
-    def __init__(self, peak: float, total: int, warmup: int = 0, kind: str = "constant"):
+    ``start`` is the optimizer step the schedule begins at: a warm start that continues a
+    model's step count (the optimizer's iterations start there) still gets its warm-up and
+    its whole cosine, from ``start`` to ``total``.
+
+    Example:
+        >>> lr = LearningRate(1e-4, total=3000, warmup=100, kind="cosine", start=2000)
+        >>> round(float(lr(2000)), 8), round(float(lr(2100)), 8), float(lr(3000))
+        (1e-06, 0.0001, 0.0)
+    """
+
+    def __init__(self, peak: float, total: int, warmup: int = 0, kind: str = "constant", start: int = 0):
         self.peak, self.total, self.warmup, self.kind = float(peak), int(total), int(warmup), kind
+        self.start = int(start)
 
     def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        warm = tf.minimum(1.0, (step + 1.0) / float(max(1, self.warmup))) if self.warmup else 1.0
+        step = tf.cast(step, tf.float32) - float(self.start)
+        warm = tf.clip_by_value((step + 1.0) / float(max(1, self.warmup)), 0.0, 1.0) if self.warmup else 1.0
         if self.kind == "constant":
             return self.peak * warm
-        progress = tf.clip_by_value((step - self.warmup) / float(max(1, self.total - self.warmup)), 0.0, 1.0)
+        span = float(max(1, self.total - self.start - self.warmup))
+        progress = tf.clip_by_value((step - self.warmup) / span, 0.0, 1.0)
         return self.peak * warm * 0.5 * (1.0 + tf.cos(math.pi * progress))
 
     def get_config(self) -> dict[str, Any]:
-        return {"peak": self.peak, "total": self.total, "warmup": self.warmup, "kind": self.kind}
+        return {"peak": self.peak, "total": self.total, "warmup": self.warmup, "kind": self.kind,
+                "start": self.start}
 
 
-def make_optimizer(config: TrainConfig, learning_rate: float, mixed_float16: bool) -> keras.optimizers.Optimizer:
-    """AdamW or Adafactor with the config's schedule, EMA and (float16) loss scaling."""
-    schedule = LearningRate(learning_rate, config.steps, config.warmup_steps, config.lr_schedule)
+def make_optimizer(config: TrainConfig, learning_rate: float, mixed_float16: bool,
+                   start: int = 0) -> keras.optimizers.Optimizer:
+    """AdamW or Adafactor with the config's schedule (begun at step ``start``), EMA and (float16) loss scaling."""
+    schedule = LearningRate(learning_rate, config.steps, config.warmup_steps, config.lr_schedule, start)
     kwargs = dict(
         learning_rate=schedule,
         weight_decay=config.weight_decay or None,
@@ -390,7 +404,8 @@ def train(
     with dist.scope():
         strategy.prepare(model)
         variables = strategy.trainable_variables(model)
-        optimizer = make_optimizer(config, config.learning_rate or strategy.default_learning_rate, mixed)
+        optimizer = make_optimizer(config, config.learning_rate or strategy.default_learning_rate, mixed,
+                                   strategy.initial_step())
         optimizer.build(variables)
     start, losses, last_checkpoint = _restore(model, strategy, optimizer, variables, config, out_dir, resume)
     tables = _tables(model, strategy, images, config)

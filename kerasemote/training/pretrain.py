@@ -76,9 +76,11 @@ class PretrainSettings:
             With ``init_from`` they continue from the warm-start decoder.
         steps: stage-2 optimizer steps in all (a warm start's steps included).
         batch_size: stage-2 examples per step.
-        learning_rate: stage-2 peak learning rate (constant after the warm-up, so a run
-            can be extended by raising ``steps``).
-        warmup_steps: stage-2 linear warm-up.
+        learning_rate: stage-2 peak learning rate.
+        lr_schedule: stage 2 after the warm-up: ``constant`` (a run can be extended by
+            raising ``steps``) or ``cosine`` (to zero at ``steps``; a warm start decays from
+            its first step, so a last stage settles instead of oscillating).
+        warmup_steps: stage-2 linear warm-up (a warm start warms up again: fresh AdamW).
         min_snr_gamma: stage-2 min-SNR-gamma weighting.
         ema_decay: stage-2 EMA of the weights (what the model directory holds); None: off.
         emotion_repeat: copies of each emotion-labelled image of the most common emotion in
@@ -101,6 +103,7 @@ class PretrainSettings:
     steps: int = 4000
     batch_size: int = 32
     learning_rate: float = 2e-4
+    lr_schedule: str = "constant"
     warmup_steps: int = 200
     min_snr_gamma: float | None = 5.0
     ema_decay: float | None = 0.995
@@ -457,7 +460,7 @@ def save_model(model: StableDiffusion, directory: str, step: int, ema: Mapping[s
 def stage2_config(settings: PretrainSettings, progress: bool = True) -> TrainConfig:
     return TrainConfig(
         steps=settings.steps, batch_size=settings.batch_size, learning_rate=settings.learning_rate,
-        warmup_steps=settings.warmup_steps, min_snr_gamma=settings.min_snr_gamma, ema_decay=settings.ema_decay,
+        lr_schedule=settings.lr_schedule, warmup_steps=settings.warmup_steps, min_snr_gamma=settings.min_snr_gamma, ema_decay=settings.ema_decay,
         seed=settings.seed, checkpoint_every=settings.checkpoint_every, validate_every=settings.validate_every,
         validation_prompts=VALIDATION_PROMPTS, validation_steps=20, keep_checkpoints=2, progress=progress,
     )
