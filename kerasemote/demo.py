@@ -41,6 +41,8 @@ EMOTION_PROMPTS = {
     "in love": "a smiling face with heart-eyes emoji",
 }
 EMOTION_TOKENS = {label: f"<{label.replace(' ', '-')}>" for label in EMOTION_PROMPTS}
+# The one-CLIP-token word each emotion token starts from (the model's captions say "a happy face emoji").
+EMOTION_WORDS = {"happy": "happy", "sad": "sad", "angry": "angry", "in love": "love"}
 EMOJI_EXTRA_HINT = 'pip install "kerasemote[emoji]"'
 STAGES = ("data", "textual inversion", "samples", "interpolation", "judge", "report")
 
@@ -56,8 +58,9 @@ class DemoConfig:
         size: image side in pixels (the model's and the judge's).
         concept: the emoji name (or character) of the concept learned from its images.
         max_concept_images: at most this many images of it (one per vendor).
-        init_token: initializer word of the concept token (one CLIP token); the emotion
-            tokens start from ``face``.
+        init_token: initializer word of the concept token (one CLIP token).
+        emotion_init: initializer word of every emotion token; None: each starts from its
+            own emotion's word (``EMOTION_WORDS``: happy, sad, angry, love).
         steps: textual-inversion steps of each run (concept, emotions).
         batch_size: textual-inversion batch size.
         learning_rate: textual-inversion learning rate; None takes the strategy's default.
@@ -80,6 +83,7 @@ class DemoConfig:
     concept: str = "broccoli"
     max_concept_images: int = 5
     init_token: str = "emoji"
+    emotion_init: str | None = None
     steps: int = 150
     batch_size: int = 4
     learning_rate: float | None = None
@@ -409,7 +413,7 @@ def _learn_concepts(model, concept_set, faces, out_dir: str, config: DemoConfig,
         ("concept", replace(concept_set, concepts=(token,) * len(concept_set)),
          TextualInversion({token: token}, init=config.init_token)),
         ("emotions", faces, TextualInversion({label: EMOTION_TOKENS[label] for label in faces.concept_names},
-                                             init="face")),
+                                             init=config.emotion_init or EMOTION_WORDS)),
     ]
     for name, images, strategy in runs:
         run_dir = os.path.join(out_dir, "ti", concept_slug(config.concept) if name == "concept" else name)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from kerasemote.cli import main
 from kerasemote.demo import EMOTION_PROMPTS, open_sources, prompt_rows
+from kerasemote.embeddings import initializer_rows
 from kerasemote.model import StableDiffusion
 
 
@@ -41,6 +43,12 @@ def test_demo_runs_every_stage_and_writes_the_page_and_the_table(tiny_dir, tmp_p
     assert [t["token"] for t in concept["tokens"]] == ["<broccoli>"]
     assert sorted(t["token"] for t in emotions["tokens"]) == ["<angry>", "<happy>", "<in-love>", "<sad>"]
     assert (out / "ti" / "emotions" / "in-love.npy").is_file()
+    # Each emotion token starts from its own word (2 steps move it only a little).
+    base = StableDiffusion.load(tiny_dir)
+    for token, word in (("happy", "happy"), ("sad", "sad"), ("in-love", "love")):
+        learned = np.load(out / "ti" / "emotions" / f"{token}.npy", allow_pickle=False).reshape(-1)
+        near = {w: np.linalg.norm(learned - initializer_rows(base, token, w, 1)[0]) for w in (word, "face")}
+        assert near[word] < near["face"], (token, near)
 
     # One scored row per prompt: four emotion prompts, four tokens, the concept.
     rows = list(csv.DictReader((out / "success_rates.csv").open(encoding="utf-8")))

@@ -30,6 +30,9 @@ def register(subparsers) -> None:
     p.add_argument("--data", help="a prepared directory (kerasemote data prepare --size 64) instead of --sources")
     p.add_argument("--concept", default=d["concept"],
                    help=f"emoji name (or character) learned from its packaged images (default {d['concept']})")
+    p.add_argument("--emotion-init", default=None, metavar="WORD",
+                   help="initializer word of every emotion token (default: each its own word: happy, sad, "
+                        "angry, love)")
     p.add_argument("--init-token", default=d["init_token"],
                    help=f"initializer word of the concept token, one CLIP token (default {d['init_token']})")
     p.add_argument("--steps", type=int, default=d["steps"],
@@ -60,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = DemoConfig(
         model=args.model, sources=tuple(s.strip() for s in args.sources.split(",") if s.strip()), data=args.data,
-        concept=args.concept, init_token=args.init_token, steps=args.steps, batch_size=args.batch_size,
+        concept=args.concept, init_token=args.init_token, emotion_init=args.emotion_init, steps=args.steps,
+        batch_size=args.batch_size,
         learning_rate=args.learning_rate, samples=args.samples, sample_steps=args.sample_steps,
         guidance=args.guidance, mix_with=args.mix_with, classifier=args.classifier,
         classifier_epochs=args.classifier_epochs, num_images=args.num_images, seed=args.seed,
