@@ -460,7 +460,8 @@ def save_model(model: StableDiffusion, directory: str, step: int, ema: Mapping[s
 def stage2_config(settings: PretrainSettings, progress: bool = True) -> TrainConfig:
     return TrainConfig(
         steps=settings.steps, batch_size=settings.batch_size, learning_rate=settings.learning_rate,
-        lr_schedule=settings.lr_schedule, warmup_steps=settings.warmup_steps, min_snr_gamma=settings.min_snr_gamma, ema_decay=settings.ema_decay,
+        lr_schedule=settings.lr_schedule, warmup_steps=settings.warmup_steps,
+        min_snr_gamma=settings.min_snr_gamma, ema_decay=settings.ema_decay,
         seed=settings.seed, checkpoint_every=settings.checkpoint_every, validate_every=settings.validate_every,
         validation_prompts=VALIDATION_PROMPTS, validation_steps=20, keep_checkpoints=2, progress=progress,
     )
