@@ -9,7 +9,7 @@ Stages (each timed; ``OUT`` is the output folder):
 3. samples: the four emotion prompts, the four emotion tokens and the concept, a few
    seeds each (the same noise down each column) -> ``OUT/samples.png``.
 4. interpolation: ``<broccoli>`` -> ``<happy>`` in token space -> ``OUT/interpolation/``.
-5. judge: a ResNet-50 trained on the four emotions plus the concept (or a given one)
+5. judge: a ResNet-50 trained on the four emotions, the concept and other emoji (or a given one)
    scores N generations per prompt -> ``OUT/success_rates.json`` / ``.csv``.
 6. report: ``OUT/index.html`` with every figure, the table and the timings.
 
@@ -43,8 +43,14 @@ EMOTION_PROMPTS = {
 EMOTION_TOKENS = {label: f"<{label.replace(' ', '-')}>" for label in EMOTION_PROMPTS}
 # The one-CLIP-token word each emotion token starts from (the model's captions say "a happy face emoji").
 EMOTION_WORDS = {"happy": "happy", "sad": "sad", "angry": "angry", "in love": "love"}
+OTHER_CLASS = "other"  # the judge's class for generations that are neither an emotion face nor the concept
 EMOJI_EXTRA_HINT = 'pip install "kerasemote[emoji]"'
 STAGES = ("data", "textual inversion", "samples", "interpolation", "judge", "report")
+
+
+def concept_slug(concept: str) -> str:
+    """``"Broccoli"`` -> ``"broccoli"``, ``"hot pepper"`` -> ``"hot-pepper"``."""
+    return "-".join(concept.strip().strip("<>").lower().split())
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,9 @@ class DemoConfig:
         mix_points: fractions in the interpolation sweep.
         classifier: a trained classifier folder to use instead of training one.
         classifier_epochs: epochs of the judge (ResNet-50 from scratch).
+        judge_other: images of other emoji (no face, not the concept) in the judge's
+            ``other`` class; 0: no such class (every generation is then called one of the
+            four emotions or the concept).
         num_images: generations scored per prompt.
         seed: seed of training and generation.
         progress: progress bars.
@@ -94,6 +103,7 @@ class DemoConfig:
     mix_points: int = 5
     classifier: str | None = None
     classifier_epochs: int = 30
+    judge_other: int = 60
     num_images: int = 32
     seed: int = 0
     progress: bool = True
@@ -108,6 +118,9 @@ class DemoConfig:
             (self.num_images >= 1, "num_images must be >= 1"),
             (self.mix_points >= 2, "mix_points must be >= 2"),
             (self.classifier is not None or self.classifier_epochs >= 1, "classifier_epochs must be >= 1"),
+            (self.judge_other >= 0, "judge_other must be >= 0"),
+            (not self.judge_other or concept_slug(self.concept) != OTHER_CLASS,
+             f"the concept may not be called {OTHER_CLASS!r} while the judge has an {OTHER_CLASS!r} class"),
             (self.mix_with in EMOTION_PROMPTS, f"mix_with must be one of {list(EMOTION_PROMPTS)}"),
         ]
         for ok, message in checks:
@@ -327,11 +340,6 @@ def _data_stage(out_dir: str, config: DemoConfig, result: DemoResult, log) -> st
     return data_dir
 
 
-def concept_slug(concept: str) -> str:
-    """``"Broccoli"`` -> ``"broccoli"``, ``"hot pepper"`` -> ``"hot-pepper"``."""
-    return "-".join(concept.strip().strip("<>").lower().split())
-
-
 def concept_images(data_dir: str, concept: str, size: int, limit: int = 5):
     """The images of one emoji (by name or character) in a prepared directory, one per vendor.
 
@@ -481,21 +489,44 @@ def _interpolate(model, config: DemoConfig, out_dir: str):
 # ---------------------------------------------------------------------- 5. judge and success rates
 
 
-def judge_training_set(data_dir: str, concept_set, concept: str, size: int, splits: Sequence[str]):
-    """The four-emotion faces of ``splits`` plus the concept's images as one more class.
+def judge_training_set(data_dir: str, concept_set, concept: str, size: int, splits: Sequence[str],
+                       other: int = 0, seed: int = 0):
+    """The four-emotion faces of ``splits``, the concept's images as one more class, and ``other`` more.
 
-    The concept class is the concept's slug (``broccoli``); its images are all it has.
+    The concept class is the concept's slug (``broccoli``); its images are all it has. With
+    ``other`` > 0 a last class ``other`` holds that many images of the other emoji of ``splits``
+    (no face, not the concept; a seeded draw), so that a generation that is neither a face nor
+    the concept has a class of its own instead of landing on the nearest of the five.
     """
     from kerasemote.classification import LabelledImages
     from kerasemote.classification.images import load_image
     from kerasemote.data import read_metadata
 
-    rows = [r for r in read_metadata(data_dir) if r.get("label") in EMOTION_PROMPTS and r.get("split") in splits]
+    metadata = read_metadata(data_dir)
+    rows = [r for r in metadata if r.get("label") in EMOTION_PROMPTS and r.get("split") in splits]
     classes = sorted(EMOTION_PROMPTS) + [concept_slug(concept)]
     files = [os.path.join(data_dir, r["file"]) for r in rows] + list(concept_set.files)
     labels = [classes.index(r["label"]) for r in rows] + [len(classes) - 1] * len(concept_set)
+    if other:
+        pool = other_emoji_rows(metadata, concept, concept_set.files, splits)
+        picked = np.random.default_rng(seed).choice(len(pool), size=min(other, len(pool)), replace=False)
+        classes.append(OTHER_CLASS)
+        files += [os.path.join(data_dir, pool[i]["file"]) for i in sorted(picked)]
+        labels += [len(classes) - 1] * len(picked)
     images = np.stack([load_image(f, size) for f in files])  # (N, S, S, 3)
     return LabelledImages(images, np.asarray(labels, np.int64), classes, files)
+
+
+def other_emoji_rows(metadata: Sequence[dict], concept: str, concept_files: Sequence[str],
+                     splits: Sequence[str]) -> list[dict]:
+    """Rows of ``splits`` that are neither a face (no label, no "face" in the name) nor the concept."""
+    key = concept.strip().lower()
+    taken = {os.path.basename(f) for f in concept_files}
+    return [r for r in metadata
+            if r.get("split") in splits and r.get("label") is None
+            and "face" not in str(r.get("description", "")).lower()
+            and key not in (str(r.get("description", "")).lower(), r.get("emoji"))
+            and os.path.basename(r["file"]) not in taken]
 
 
 def held_out_faces(data_dir: str, class_names: Sequence[str], size: int):
@@ -521,7 +552,8 @@ def _judge(data_dir: str, concept_set, out_dir: str, config: DemoConfig, result:
         classifier = clf.load_classifier(config.classifier)
         result.judge.update(source=config.classifier)
     else:
-        train_set = judge_training_set(data_dir, concept_set, config.concept, config.size, ("train", "validation"))
+        train_set = judge_training_set(data_dir, concept_set, config.concept, config.size, ("train", "validation"),
+                                       other=config.judge_other, seed=config.seed)
         judge_dir = os.path.join(out_dir, "classifier")
         log(f"  training the ResNet-50 judge from scratch: {len(train_set.labels)} images, classes "
             f"{_counts([train_set.class_names[i] for i in train_set.labels])}, {config.classifier_epochs} epochs")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kerasemote.cli import main
-from kerasemote.demo import EMOTION_PROMPTS, open_sources, prompt_rows
+from kerasemote.demo import EMOTION_PROMPTS, DemoConfig, other_emoji_rows, open_sources, prompt_rows
 from kerasemote.embeddings import initializer_rows
 from kerasemote.model import StableDiffusion
 
@@ -57,7 +57,7 @@ def test_demo_runs_every_stage_and_writes_the_page_and_the_table(tiny_dir, tmp_p
     assert [r["intended"] for r in rows[:4]] == list(EMOTION_PROMPTS) and rows[-1]["intended"] == "broccoli"
     assert rows[-1]["emotion_rate"] == "" and all(r["emotion_rate"] for r in rows[:8])
     scores = json.loads((out / "success_rates.json").read_text())
-    assert scores["judge"]["class_names"] == ["angry", "happy", "in love", "sad", "broccoli"]
+    assert scores["judge"]["class_names"] == ["angry", "happy", "in love", "sad", "broccoli", "other"]
 
     page = (out / "index.html").read_text(encoding="utf-8")
     for file in ("samples.png", "interpolation/sweep.gif", "classifier/history.png", "a &lt;happy&gt; emoji"):
@@ -82,3 +82,25 @@ def test_missing_emoji_sets_are_skipped_and_none_at_all_names_the_extra(monkeypa
     monkeypatch.setattr(packaged, "twemoji_png_dir", no_twemoji)
     with pytest.raises(ImportError, match=r'pip install "kerasemote\[emoji\]"'):
         open_sources(["twemoji", "noto"], 64)
+
+
+def test_the_judges_other_class_holds_no_face_and_not_the_concept():
+    metadata = [
+        {"file": "images/a.png", "description": "broccoli", "emoji": "\U0001f966", "label": None, "split": "train"},
+        {"file": "images/b.png", "description": "grinning face", "label": "happy", "split": "train"},
+        {"file": "images/c.png", "description": "neutral face", "label": None, "split": "train"},
+        {"file": "images/d.png", "description": "red apple", "label": None, "split": "validation"},
+        {"file": "images/e.png", "description": "pizza", "label": None, "split": "test"},
+        {"file": "images/f.png", "description": "cat", "label": None, "split": "train"},
+    ]
+    pool = other_emoji_rows(metadata, "broccoli", ["/data/images/a.png"], ("train", "validation"))
+    assert [r["description"] for r in pool] == ["red apple", "cat"]
+    # The concept is found by its character too, and the test split stays out.
+    pool = other_emoji_rows(metadata, "\U0001f966", [], ("train", "test"))
+    assert [r["description"] for r in pool] == ["pizza", "cat"]
+
+
+def test_a_concept_called_other_needs_a_judge_without_the_other_class():
+    with pytest.raises(ValueError, match="may not be called 'other'"):
+        DemoConfig(concept="Other")
+    assert DemoConfig(concept="other", judge_other=0).concept_token == "<other>"

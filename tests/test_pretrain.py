@@ -163,3 +163,23 @@ def test_decoder_stage_trains_only_the_decoder_and_keeps_the_latents(prepared, f
     summary = json.loads(open(os.path.join(out, "vae_decoder", "vae_decoder.json")).read())
     assert summary["steps"] == 3 and summary["test_psnr_db_before"] is not None
     assert [step for step, _ in checkpoints.list_checkpoints(os.path.join(out, "vae_decoder"))][-1] == 3
+
+
+@pytest.mark.slow  # shares first_run (40-100 s on 2 cores)
+def test_a_decoder_refresh_of_a_warm_start_skips_stage_2_and_writes_the_model(prepared, first_run, tmp_path):
+    first = first_run[1]
+    start = StableDiffusion.load(first.model_dir)
+    out, export = str(tmp_path / "b"), str(tmp_path / "export")
+    result = pretrain(prepared, out, settings(steps=first.step, decoder_steps=2), init_from=first.model_dir,
+                      export_dir=export, progress=False)
+    assert result.step == first.step and result.losses == []
+    assert not os.path.exists(os.path.join(out, "text_to_image", "checkpoints"))  # stage 2 did not run
+    for folder in (result.model_dir, export):
+        model = StableDiffusion.load(folder)
+        manifest = json.loads(open(os.path.join(folder, "config.json")).read())
+        assert manifest["training"]["steps"] == first.step and manifest["vae"]["decoder_steps"] == 2
+        for part in ("text_encoder", "unet", "vae_encoder"):
+            for a, b in zip(getattr(model, part).weights, getattr(start, part).weights):
+                np.testing.assert_array_equal(a.numpy(), b.numpy())
+        assert any(not np.array_equal(a.numpy(), b.numpy())
+                   for a, b in zip(model.vae_decoder.weights, start.vae_decoder.weights))

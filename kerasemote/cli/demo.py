@@ -18,7 +18,8 @@ def register(subparsers) -> None:
         description=(
             "Prepare the packaged emoji sets at 64 px, learn <broccoli> from its images and <happy> <sad> <angry> "
             "<in-love> from the labelled faces (textual inversion), draw the emotion prompts, tokens and the "
-            "concept, mix the concept with an emotion, train a ResNet-50 judge (four emotions + the concept) and "
+            "concept, mix the concept with an emotion, train a ResNet-50 judge (four emotions, the concept, other "
+            "emoji) and "
             "score --num-images generations per prompt. Writes OUT/index.html with every figure, the success-rate "
             "table and the timings; about 6 minutes on 2 CPU cores with the defaults."
         ),
@@ -51,6 +52,9 @@ def register(subparsers) -> None:
                    help="a trained classifier folder (kerasemote classify train) instead of training one")
     p.add_argument("--classifier-epochs", type=int, default=d["classifier_epochs"],
                    help=f"epochs of the judge (default {d['classifier_epochs']})")
+    p.add_argument("--judge-other", type=int, default=d["judge_other"],
+                   help="images of other emoji (no face, not the concept) in the judge's 'other' class, so that "
+                        f"a generation that is neither has a class of its own; 0: none (default {d['judge_other']})")
     p.add_argument("--num-images", type=int, default=d["num_images"],
                    help=f"generations scored per prompt (default {d['num_images']})")
     p.add_argument("--seed", type=int, default=d["seed"], help=f"seed (default {d['seed']})")
@@ -67,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         learning_rate=args.learning_rate, samples=args.samples, sample_steps=args.sample_steps,
         guidance=args.guidance, mix_with=args.mix_with, classifier=args.classifier,
-        classifier_epochs=args.classifier_epochs, num_images=args.num_images, seed=args.seed,
+        classifier_epochs=args.classifier_epochs, judge_other=args.judge_other, num_images=args.num_images,
+        seed=args.seed,
         progress=not args.no_progress,
     )
     run_demo(args.out, config)

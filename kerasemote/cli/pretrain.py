@@ -1,12 +1,12 @@
 """``kerasemote pretrain``: argument parsing only; the recipe is ``kerasemote.training.pretrain``.
-
-Until the lead wires it into ``kerasemote.cli``, run it as ``python -m kerasemote.cli.pretrain``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+import numpy as np
 
 
 def register(subparsers) -> None:
@@ -68,9 +68,11 @@ def run(args: argparse.Namespace) -> int:
     )
     result = pretrain(args.data, args.out, settings, resume=args.resume, init_from=args.init_from,
                       export_dir=args.export, progress=not args.no_progress)
-    last = sum(result.losses[-50:]) / max(1, len(result.losses[-50:]))
-    print(f"pretrained {result.model_dir}: step {result.step}, mean loss of the last 50 steps {last:.4f}, "
-          f"VAE test PSNR {result.vae.get('test_psnr_db')}")
+    psnr = result.vae.get("test_psnr_db")
+    loss = (f"mean loss of the last 50 steps {np.mean(result.losses[-50:]):.4f}" if result.losses
+            else "no stage-2 step to run (the warm start is there already)")
+    print(f"pretrained {result.model_dir}: step {result.step}, {loss}, VAE test PSNR "
+          f"{'n/a' if psnr is None else f'{psnr:.2f} dB'}")
     return 0
 
 

@@ -288,7 +288,8 @@ class _VAEStepper:
 
     def _step(self, step):
         s = self.settings
-        plan = batch_plan(step + (1_000_003 if self.decoder_only else 0), seed=s.seed, batch_size=s.vae_batch_size, num_examples=len(self.counts),
+        plan = batch_plan(step + (1_000_003 if self.decoder_only else 0), seed=s.seed, batch_size=s.vae_batch_size,
+                          num_examples=len(self.counts),
                           caption_rows=self.rows, caption_counts=self.counts, flip=True)
         x = tf.cast(tf.gather(self.images, plan["index"]), tf.float32) / 127.5 - 1.0  # (B, S, S, 3)
         x = tf.where(tf.cast(plan["flip"], tf.bool)[:, None, None, None], x[:, :, ::-1], x)
@@ -481,7 +482,9 @@ def pretrain(data_dir: str, out_dir: str, settings: PretrainSettings, resume: bo
         resume: continue each stage from its newest checkpoint in ``out_dir``.
         init_from: warm start from a model directory written by this recipe (e.g. the
             committed ``weights/kerasemote-tiny``): stage 1 is skipped, stage 2 starts from
-            its weights with a fresh optimizer and continues its step count.
+            its weights with a fresh optimizer and continues its step count. When
+            ``settings.steps`` is not past its step count, stage 2 is skipped and the model
+            (with a decoder fine-tuned by ``decoder_steps``) is written as it is.
         export_dir: also write the model directory here (float16) every ``export_every``
             steps and at the end.
 
@@ -498,11 +501,18 @@ def pretrain(data_dir: str, out_dir: str, settings: PretrainSettings, resume: bo
         model.config = model.config.replace(scaling_factor=vae["scaling_factor"])
     if settings.decoder_steps:
         vae = _stage1b(model, images, rows, settings, storage.join(out_dir, DECODER_DIR), vae, resume, progress)
+    run_dir = storage.join(out_dir, STAGE2_DIR)
+    if initial and settings.steps <= initial:  # a warm start with no stage-2 step left (a decoder refresh)
+        logger.info("Stage 2: the warm start is at step %d of %d already; writing the model.", initial,
+                    settings.steps)
+        model_dir = storage.join(run_dir, MODEL_DIR)
+        for target in [model_dir] + ([export_dir] if export_dir else []):
+            save_model(model, target, initial, None, "float16", {"vae": dict(vae)})
+        return PretrainResult(vae=vae, step=initial, losses=[], model_dir=model_dir)
     data = stage2_images(images, rows, tokens, settings)
     logger.info("Stage 2: %d examples (%d images, faces repeated).", len(data), len(rows))
     strategy = TextToImage(initial_steps=initial)
     callbacks = [_exporter(model, export_dir, settings.export_every, vae)] if export_dir else []
-    run_dir = storage.join(out_dir, STAGE2_DIR)
     result = train(model, strategy, data, stage2_config(settings, progress), run_dir, resume=resume,
                    callbacks=callbacks)
     model_dir = storage.join(run_dir, MODEL_DIR)
