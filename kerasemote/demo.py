@@ -14,7 +14,7 @@ Stages (each timed; ``OUT`` is the output folder):
 6. report: ``OUT/index.html`` with every figure, the table and the timings.
 
 Example:
-    >>> result = run_demo("demo")                     # kerasemote-tiny, about 6 minutes on 2 cores
+    >>> result = run_demo("demo")                     # kerasemote-tiny, 6-17 minutes on 2 cores
     >>> print(result.format_table())
 """
 
@@ -55,7 +55,7 @@ def concept_slug(concept: str) -> str:
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """What the demo runs; the defaults fit in under 10 minutes on 2 busy CPU cores.
+    """What the demo runs; the defaults took 6 to 17 minutes on 2 CPU cores (machines vary).
 
     Args:
         model: preset name or model directory (a text-to-image model trained on emoji).
@@ -352,14 +352,18 @@ def concept_images(data_dir: str, concept: str, size: int, limit: int = 5):
     """
     from kerasemote.data import read_metadata
 
-    key = concept.strip().lower()
-    rows = [r for r in read_metadata(data_dir) if key in (str(r.get("description", "")).lower(), r.get("emoji"))]
+    rows = [r for r in read_metadata(data_dir) if _is_concept(r, concept)]
     rows = list({r["vendor"]: r for r in rows}.values())[:limit]
     if not rows:
         raise ValueError(f"{data_dir}: no image of the emoji {concept!r} (matched against each row's "
                          "'description' and 'emoji'); choose another --concept, e.g. broccoli.")
     images = _read_rows(data_dir, rows, size, concept_of=lambda r: r["vendor"])
     return images
+
+
+def _is_concept(row: dict, concept: str) -> bool:
+    """Whether a metadata row is the emoji named (or written as the character) ``concept``."""
+    return concept.strip().lower() in (str(row.get("description", "")).lower(), row.get("emoji"))
 
 
 def emotion_images(data_dir: str, size: int):
@@ -507,8 +511,8 @@ def judge_training_set(data_dir: str, concept_set, concept: str, size: int, spli
     classes = sorted(EMOTION_PROMPTS) + [concept_slug(concept)]
     files = [os.path.join(data_dir, r["file"]) for r in rows] + list(concept_set.files)
     labels = [classes.index(r["label"]) for r in rows] + [len(classes) - 1] * len(concept_set)
-    if other:
-        pool = other_emoji_rows(metadata, concept, concept_set.files, splits)
+    pool = other_emoji_rows(metadata, concept, concept_set.files, splits) if other else []
+    if pool:  # no class without an image
         picked = np.random.default_rng(seed).choice(len(pool), size=min(other, len(pool)), replace=False)
         classes.append(OTHER_CLASS)
         files += [os.path.join(data_dir, pool[i]["file"]) for i in sorted(picked)]
@@ -520,13 +524,11 @@ def judge_training_set(data_dir: str, concept_set, concept: str, size: int, spli
 def other_emoji_rows(metadata: Sequence[dict], concept: str, concept_files: Sequence[str],
                      splits: Sequence[str]) -> list[dict]:
     """Rows of ``splits`` that are neither a face (no label, no "face" in the name) nor the concept."""
-    key = concept.strip().lower()
     taken = {os.path.basename(f) for f in concept_files}
     return [r for r in metadata
             if r.get("split") in splits and r.get("label") is None
             and "face" not in str(r.get("description", "")).lower()
-            and key not in (str(r.get("description", "")).lower(), r.get("emoji"))
-            and os.path.basename(r["file"]) not in taken]
+            and not _is_concept(r, concept) and os.path.basename(r["file"]) not in taken]
 
 
 def held_out_faces(data_dir: str, class_names: Sequence[str], size: int):
