@@ -184,5 +184,8 @@ KERASEMOTE_TINY = TINY.replace(
     unet_heads=4,
     vae_channels=(32, 64, 64),
     vae_layers_per_block=1,
+    # 8 groups, not SD's 32: with 32 the 32-channel level normalizes each channel alone, and a
+    # flat colour on white then looks the same whatever its hue (the first VAE lost green).
+    vae_norm_groups=8,
 )
 CONFIGS["kerasemote-tiny"] = KERASEMOTE_TINY

@@ -88,6 +88,14 @@ def join(*parts: PathLike) -> str:
     return out
 
 
+def same_path(a: PathLike, b: PathLike) -> bool:
+    """Whether two paths name the same place (local: after resolving links; ``gs://``: the same key)."""
+    first, second = _fspath(a), _fspath(b)
+    if is_gcs(first) or is_gcs(second):
+        return first.rstrip("/") == second.rstrip("/")
+    return os.path.realpath(first) == os.path.realpath(second)
+
+
 def _gcs_url(bucket: str, key: str) -> str:
     return f"{GCS_PREFIX}{bucket}/{key}"
 

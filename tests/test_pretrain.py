@@ -20,9 +20,11 @@ from kerasemote.training.pretrain import (
     build_model,
     captions_for,
     latent_scaling_factor,
+    opponent_colors,
     pretrain,
     read_prepared,
     reconstruction_psnr,
+    save_model,
     stage2_images,
     train_vae,
 )
@@ -109,6 +111,73 @@ def test_vae_resume_with_other_settings_names_the_file_and_key(prepared, tmp_pat
         train_vae(model, images, settings(vae_steps=4, kl_weight=0.5), str(tmp_path), progress=False)
 
 
+def test_opponent_colors_tell_green_from_grey_of_the_same_brightness():
+    green = np.zeros((1, 8, 8, 3), np.float32)
+    green[..., 1] = 0.6
+    grey = np.full((1, 8, 8, 3), 0.2, np.float32)  # the same mean brightness
+    axes = opponent_colors(green, 4).numpy()
+    assert axes.shape == (1, 2, 2, 2)
+    np.testing.assert_allclose(axes[..., 0], 0.6)  # green - (red + blue) / 2
+    np.testing.assert_allclose(axes[..., 1], 0.0)  # red - blue
+    np.testing.assert_allclose(opponent_colors(grey, 4).numpy(), 0.0, atol=1e-7)
+
+
+def test_color_weight_is_a_resume_fact_only_when_set():
+    assert "color_weight" not in settings().vae_facts()  # checkpoints from before the term still resume
+    assert settings(color_weight=2.0).vae_facts("vae_new")["color_weight"] == 2.0
+
+
+def _latent_drift(model, anchor, images) -> float:
+    x = images.astype("float32") / 127.5 - 1.0
+    return float(np.mean(np.square(model.vae_encoder(x)[..., :4] - anchor(x)[..., :4])))
+
+
+def test_new_vae_anchor_holds_its_latents_near_the_warm_starts(prepared, tmp_path):
+    images, _, tokens = read_prepared(prepared, SIZE)
+    drifts = {}
+    for weight in (0.0, 100.0):
+        model = build_model(CONFIG, list(tokens.values()), seed=0)
+        anchor = build_model(CONFIG, list(tokens.values()), seed=1).vae_encoder  # the old VAE's encoder
+        anchor.trainable = False
+        stage = settings(new_vae_steps=20, vae_batch_size=8, vae_learning_rate=2e-3, latent_anchor=weight)
+        losses = train_vae(model, images, stage, str(tmp_path / str(weight)), progress=False, anchor_encoder=anchor)
+        assert len(losses) == 20 and all(np.isfinite(losses))
+        drifts[weight] = _latent_drift(model, anchor, images)
+    assert drifts[100.0] < 0.2 * drifts[0.0]  # without the anchor the new latents lie anywhere
+
+
+def test_new_vae_needs_a_warm_start_that_it_does_not_overwrite(prepared, tmp_path):
+    with pytest.raises(ValueError, match="--init-from"):
+        pretrain(prepared, str(tmp_path / "a"), settings(new_vae_steps=2), progress=False)
+    with pytest.raises(ValueError, match="must not be overwritten"):
+        pretrain(prepared, str(tmp_path / "a"), settings(new_vae_steps=2), init_from=str(tmp_path / "m"),
+                 export_dir=str(tmp_path / "m/"), progress=False)
+
+
+def test_a_new_vae_for_a_warm_start_keeps_its_text_encoder_and_unet(prepared, tmp_path):
+    _, _, tokens = read_prepared(prepared, SIZE)
+    start_dir, out = str(tmp_path / "start"), str(tmp_path / "run")
+    save_model(build_model(CONFIG, list(tokens.values()), seed=0), start_dir, 2, dtype="float16",
+               extra={"vae": {"scaling_factor": 1.0, "steps": 4}})
+    grouped = CONFIG.replace(vae_norm_groups=8)  # the new VAE may have other VAE sizes
+    with pytest.raises(ValueError, match=r"differs in vae_norm_groups.*--new-vae-steps"):
+        pretrain(prepared, out, settings(config=grouped, steps=2), init_from=start_dir, progress=False)
+    stage = settings(config=grouped, steps=2, new_vae_steps=3, color_weight=1.0)
+    result = pretrain(prepared, out, stage, init_from=start_dir, progress=False)
+    start, model = StableDiffusion.load(start_dir), StableDiffusion.load(result.model_dir)
+    same = lambda a, b: all(np.array_equal(x.numpy(), y.numpy()) for x, y in zip(a.weights, b.weights))  # noqa: E731
+    assert same(model.unet, start.unet) and same(model.text_encoder, start.text_encoder)
+    assert model.config.vae_norm_groups == 8 and not same(model.vae_encoder, start.vae_encoder)
+    summary = json.loads(open(os.path.join(out, "vae_new", "vae_new.json")).read())
+    assert summary["steps"] == 3 and summary["test_psnr_db_before"] is not None
+    assert result.vae["new_vae_of_warm_start"] and result.vae["previous"]["steps"] == 4
+    assert model.config.scaling_factor == pytest.approx(summary["scaling_factor"])  # measured on the new latents
+    files = checkpoints.list_checkpoints(os.path.join(out, "vae_new"))
+    again = pretrain(prepared, out, stage, init_from=start_dir, resume=True, progress=False)
+    assert checkpoints.list_checkpoints(os.path.join(out, "vae_new")) == files  # read back, not trained again
+    assert same(StableDiffusion.load(again.model_dir).vae_encoder, model.vae_encoder)
+
+
 @pytest.fixture(scope="module")
 def first_run(prepared, tmp_path_factory):
     """Both stages from scratch: 4 VAE steps, 2 text-to-image steps."""
@@ -144,6 +213,9 @@ def test_warm_start_continues_the_step_count_from_the_model_directory(prepared, 
 
 def test_kerasemote_tiny_config_has_16x16_latents_and_fits_under_50_mb_in_float16():
     assert KERASEMOTE_TINY.image_size // KERASEMOTE_TINY.vae_downsample == 16
+    # Every VAE GroupNorm group holds several channels: one channel a group (SD's 32 groups on a
+    # 32-channel level) normalized each channel alone and the first VAE lost green.
+    assert min(KERASEMOTE_TINY.vae_channels) // KERASEMOTE_TINY.vae_norm_groups >= 4
     model = StableDiffusion.random(KERASEMOTE_TINY, seed=0)
     count = sum(int(np.prod(v.shape)) for m in model.parts.values() for v in m.weights)
     assert 2 * count < 50e6

@@ -24,8 +24,18 @@ def register(subparsers) -> None:
     p.add_argument("--vae-batch-size", type=int, default=d.vae_batch_size)
     p.add_argument("--vae-learning-rate", type=float, default=d.vae_learning_rate)
     p.add_argument("--kl-weight", type=float, default=d.kl_weight)
+    p.add_argument("--color-weight", type=float, default=d.color_weight,
+                   help="VAE stages: weight of a colour term (opponent colours per latent cell) next to "
+                        "L1 + L2, for flat colours the outlines would drown (default 0: off)")
     p.add_argument("--decoder-steps", type=int, default=d.decoder_steps,
                    help="stage 1b: fine-tune the VAE decoder alone (encoder frozen, latents unchanged) (default 0)")
+    p.add_argument("--new-vae-steps", type=int, default=d.new_vae_steps,
+                   help="stage 1c, with --init-from: replace the warm start's VAE by a new one of --config's "
+                        "sizes, trained N steps with its latents anchored to the old ones (--latent-anchor); "
+                        "stage 2 then continues the text encoder and UNet on the new latents")
+    p.add_argument("--latent-anchor", type=float, default=d.latent_anchor,
+                   help=f"stage 1c: weight of the squared distance to the warm start's latents "
+                        f"(default {d.latent_anchor})")
     p.add_argument("--steps", type=int, default=d.steps, help=f"stage-2 steps in all (default {d.steps})")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
@@ -46,7 +56,8 @@ def register(subparsers) -> None:
                    help="also keep a float16 model directory here (e.g. weights/kerasemote-tiny)")
     p.add_argument("--export-every", type=int, default=d.export_every)
     p.add_argument("--init-from", default=None, metavar="MODEL_DIR",
-                   help="warm start stage 2 from a model directory of this recipe (skips stage 1)")
+                   help="warm start stage 2 from a model directory of this recipe (skips stage 1; "
+                        "--new-vae-steps replaces its VAE)")
     p.add_argument("--resume", action="store_true", help="continue both stages from the newest checkpoints in --out")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -58,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
     settings = PretrainSettings(
         config=args.config, vae_steps=args.vae_steps, vae_batch_size=args.vae_batch_size,
         vae_learning_rate=args.vae_learning_rate, kl_weight=args.kl_weight,
-        decoder_steps=args.decoder_steps, steps=args.steps,
+        decoder_steps=args.decoder_steps, new_vae_steps=args.new_vae_steps, latent_anchor=args.latent_anchor,
+        color_weight=args.color_weight,
+        steps=args.steps,
         batch_size=args.batch_size, learning_rate=args.learning_rate, lr_schedule=args.lr_schedule,
         warmup_steps=args.warmup_steps,
         ema_decay=args.ema or None, emotion_repeat=args.emotion_repeat,

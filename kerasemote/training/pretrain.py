@@ -6,6 +6,9 @@ Two stages, both resumable bit for bit from their newest checkpoint::
     OUT/vae/vae.json                   written when stage 1 ends: scaling factor, test PSNR
     OUT/vae_decoder/                   optional stage 1b: the decoder alone, encoder frozen, so the
                                        latents (and a UNet trained on them) stay valid
+    OUT/vae_new/                       optional stage 1c of a warm start: a new VAE (``--config``'s
+                                       VAE sizes) whose latents are held near the warm start's
+                                       (``latent_anchor``), so its text encoder and UNet stay useful
     OUT/text_to_image/                 stage 2: the shared training loop (``loop.train``) with
                                        ``TextToImage``: text encoder + UNet on cached latents
     OUT/text_to_image/model/           the finished model directory (float16)
@@ -49,6 +52,8 @@ logger = logging.getLogger(__name__)
 VAE_DIR = "vae"
 VAE_SUMMARY = "vae.json"
 DECODER_DIR = "vae_decoder"
+REFIT_DIR = "vae_new"
+STAGES = {VAE_DIR: 7, DECODER_DIR: 11, REFIT_DIR: 13}  # stage -> seed offset of its random draws
 STAGE2_DIR = "text_to_image"
 MODEL_DIR = "model"
 VALIDATION_PROMPTS = (
@@ -74,6 +79,17 @@ class PretrainSettings:
         decoder_steps: stage-1b steps: fine-tune the decoder alone (encoder frozen) on
             latent samples, sharper images without changing the latent space (0: skip).
             With ``init_from`` they continue from the warm-start decoder.
+        new_vae_steps: stage-1c steps of a warm start (``init_from``): replace its VAE by a new
+            one of ``config``'s VAE sizes (kerasemote-tiny's first VAE had lost green), trained
+            from random weights with its latents anchored to the old VAE's; the text encoder and
+            UNet are kept and stage 2 continues on the new latents (0: keep the old VAE).
+        color_weight: stages 1, 1b and 1c: weight of a colour term next to L1 + L2: the mean
+            |difference| of the two opponent colour axes (green-magenta, red-blue) of the images
+            averaged over each latent cell. A plain pixel loss is ruled by the sharp outlines of
+            emoji; this term weighs the flat colours, which the first kerasemote-tiny VAE lost.
+        latent_anchor: stage 1c: weight of the mean squared distance between the new and the
+            warm start's latent means (unscaled), next to L1 + L2, so the new latent space lies
+            near the old one wherever the reconstruction allows and the warm-start UNet fits it.
         steps: stage-2 optimizer steps in all (a warm start's steps included).
         batch_size: stage-2 examples per step.
         learning_rate: stage-2 peak learning rate.
@@ -100,6 +116,9 @@ class PretrainSettings:
     vae_learning_rate: float = 1e-3
     kl_weight: float = 1e-4
     decoder_steps: int = 0
+    new_vae_steps: int = 0
+    color_weight: float = 0.0
+    latent_anchor: float = 0.01
     steps: int = 4000
     batch_size: int = 32
     learning_rate: float = 2e-4
@@ -119,13 +138,17 @@ class PretrainSettings:
     def model_config(self) -> ModelConfig:
         return get_config(self.config) if isinstance(self.config, str) else self.config
 
-    def vae_facts(self, decoder_only: bool = False) -> dict[str, Any]:
-        """What a resumed stage 1 (or 1b) must match."""
+    def vae_facts(self, stage: str = "vae") -> dict[str, Any]:
+        """What a resumed stage 1 (``vae``), 1b (``vae_decoder``) or 1c (``vae_new``) must match."""
         facts = {"config": self.model_config.to_dict(), "batch_size": self.vae_batch_size,
                  "learning_rate": self.vae_learning_rate, "kl_weight": self.kl_weight, "seed": self.seed}
-        if decoder_only:
+        if stage == DECODER_DIR:
             facts = {**facts, "decoder_only": True}
             facts.pop("kl_weight")
+        elif stage == REFIT_DIR:
+            facts = {**facts, "new_vae_of_warm_start": True, "latent_anchor": self.latent_anchor}
+        if self.color_weight:  # only when set, so checkpoints written before the term existed still resume
+            facts["color_weight"] = self.color_weight
         return facts
 
 
@@ -248,17 +271,28 @@ def build_model(config: ModelConfig, style_tokens: Sequence[str], seed: int) -> 
 # ---------------------------------------------------------------------- stage 1: the VAE
 
 
+def opponent_colors(pixels: tf.Tensor, cell: int) -> tf.Tensor:
+    """(B, S, S, 3) RGB -> (B, S/cell, S/cell, 2): green-magenta and red-blue axes, averaged per cell."""
+    pooled = tf.nn.avg_pool2d(pixels, cell, cell, "VALID")
+    r, g, b = tf.unstack(pooled, axis=-1)
+    return tf.stack([g - 0.5 * (r + b), r - b], axis=-1)
+
+
 def vae_loss(model: StableDiffusion, pixels: tf.Tensor, noise: tf.Tensor, kl_weight: float,
-             decoder_only: bool = False):
-    """Loss of one batch: mean |x - x'| + mean (x - x')^2 + kl_weight * mean KL.
+             decoder_only: bool = False, anchor: tf.Tensor | None = None, anchor_weight: float = 0.0,
+             color_weight: float = 0.0):
+    """Loss of one batch: mean |x - x'| + mean (x - x')^2 + kl_weight * mean KL (+ colour, anchor terms).
 
     Args:
         pixels: float32 (B, S, S, 3) in [-1, 1].
         noise: float32 (B, S/f, S/f, C) standard normal, for the latent sample.
         decoder_only: no gradient through the encoder (stage 1b).
+        anchor: float32 (B, S/f, S/f, C) latent means to stay near (stage 1c), or None.
+        anchor_weight: weight of mean (mean - anchor)^2.
+        color_weight: weight of the mean |difference| of ``opponent_colors`` per latent cell.
 
     Returns:
-        ``(loss, {"l1", "l2", "kl"})`` scalars.
+        ``(loss, {"l1", "l2", "kl", "anchor", "color"})`` scalars.
     """
     moments = model.vae_encoder(pixels)  # (B, h, w, 2C)
     if decoder_only:
@@ -268,17 +302,22 @@ def vae_loss(model: StableDiffusion, pixels: tf.Tensor, noise: tf.Tensor, kl_wei
     l1 = tf.reduce_mean(tf.abs(recon - pixels))
     l2 = tf.reduce_mean(tf.square(recon - pixels))
     kl = 0.5 * tf.reduce_mean(tf.square(mean) + tf.square(std) - 1.0 - 2.0 * tf.math.log(std + 1e-12))
-    return l1 + l2 + kl_weight * kl, {"l1": l1, "l2": l2, "kl": kl}
+    drift = tf.zeros([]) if anchor is None else tf.reduce_mean(tf.square(mean - anchor))
+    cell = pixels.shape[1] // mean.shape[1]
+    color = tf.reduce_mean(tf.abs(opponent_colors(recon, cell) - opponent_colors(pixels, cell)))
+    loss = l1 + l2 + kl_weight * kl + anchor_weight * drift + color_weight * color
+    return loss, {"l1": l1, "l2": l2, "kl": kl, "anchor": drift, "color": color}
 
 
 class _VAEStepper:
-    """One stage-1 optimizer step as a tf.function; every draw keyed by (seed, step)."""
+    """One stage-1 (1b, 1c) optimizer step as a tf.function; every draw keyed by (seed, stage, step)."""
 
     def __init__(self, model: StableDiffusion, images: np.ndarray, settings: PretrainSettings, optimizer,
-                 decoder_only: bool = False):
+                 stage: str = VAE_DIR, anchor_encoder=None):
         self.model, self.settings, self.optimizer = model, settings, optimizer
-        self.decoder_only = decoder_only
-        self.variables = vae_variables(model, decoder_only)
+        self.stage, self.anchor_encoder = stage, anchor_encoder
+        self.decoder_only = stage == DECODER_DIR
+        self.variables = vae_variables(model, self.decoder_only)
         self.images = tf.constant(images)  # (N, S, S, 3) uint8
         n = len(images)
         self.rows, self.counts = tf.zeros([n, 1], tf.int32), tf.ones([n], tf.int32)
@@ -288,16 +327,21 @@ class _VAEStepper:
 
     def _step(self, step):
         s = self.settings
-        plan = batch_plan(step + (1_000_003 if self.decoder_only else 0), seed=s.seed, batch_size=s.vae_batch_size,
+        offset = {VAE_DIR: 0, DECODER_DIR: 1_000_003, REFIT_DIR: 2_000_003}[self.stage]
+        plan = batch_plan(step + offset, seed=s.seed, batch_size=s.vae_batch_size,
                           num_examples=len(self.counts),
                           caption_rows=self.rows, caption_counts=self.counts, flip=True)
         x = tf.cast(tf.gather(self.images, plan["index"]), tf.float32) / 127.5 - 1.0  # (B, S, S, 3)
         x = tf.where(tf.cast(plan["flip"], tf.bool)[:, None, None, None], x[:, :, ::-1], x)
-        key = tf.stack([tf.cast(s.seed, tf.int64) + (11 if self.decoder_only else 7), tf.cast(step, tf.int64)])
+        key = tf.stack([tf.cast(s.seed, tf.int64) + STAGES[self.stage], tf.cast(step, tf.int64)])
         noise = tf.random.stateless_normal(self.latent_shape, key, alg="philox")
+        anchor = None
+        if self.anchor_encoder is not None:
+            anchor, _ = latent_distribution(tf.stop_gradient(self.anchor_encoder(x)))
         with tf.GradientTape() as tape:
             loss, parts = vae_loss(self.model, x, noise, 0.0 if self.decoder_only else s.kl_weight,
-                                   self.decoder_only)
+                                   self.decoder_only, anchor, s.latent_anchor if anchor is not None else 0.0,
+                                   s.color_weight)
         grads = tape.gradient(loss, self.variables)
         grads, _ = tf.clip_by_global_norm(grads, 1.0)
         self.optimizer.apply(grads, self.variables)
@@ -311,7 +355,8 @@ def vae_variables(model: StableDiffusion, decoder_only: bool = False) -> list:
 
 
 def train_vae(model: StableDiffusion, images: np.ndarray, settings: PretrainSettings, out_dir: str,
-              resume: bool = True, progress: bool = True, decoder_only: bool = False) -> list[float]:
+              resume: bool = True, progress: bool = True, decoder_only: bool = False,
+              anchor_encoder=None) -> list[float]:
     """Stage 1: train the VAE for ``settings.vae_steps`` steps; checkpoints in ``out_dir/checkpoints``.
 
     Args:
@@ -321,20 +366,24 @@ def train_vae(model: StableDiffusion, images: np.ndarray, settings: PretrainSett
         resume: continue from the newest checkpoint in ``out_dir`` when there is one.
         decoder_only: stage 1b: ``settings.decoder_steps`` steps on the decoder alone (the
             encoder, hence the latent space, stays as it is).
+        anchor_encoder: stage 1c: a frozen copy of the warm start's encoder; the whole VAE
+            trains ``settings.new_vae_steps`` steps with its latent means as the anchor.
 
     Returns:
         The loss of every step so far (resumed steps included).
     """
-    total = settings.decoder_steps if decoder_only else settings.vae_steps
+    if decoder_only and anchor_encoder is not None:
+        raise ValueError("train_vae: decoder_only (stage 1b) and anchor_encoder (stage 1c) exclude each other.")
+    stage = DECODER_DIR if decoder_only else REFIT_DIR if anchor_encoder is not None else VAE_DIR
+    total = {VAE_DIR: settings.vae_steps, DECODER_DIR: settings.decoder_steps, REFIT_DIR: settings.new_vae_steps}[stage]
     variables = vae_variables(model, decoder_only)
     schedule = LearningRate(settings.vae_learning_rate, total, min(100, total), "constant")
     optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=1e-4, name="vae_optimizer")
     optimizer.build(variables)
-    start, losses = (_restore_vae(out_dir, settings, variables, optimizer, decoder_only) if resume
+    start, losses = (_restore_vae(out_dir, settings, variables, optimizer, stage) if resume
                      else (0, []))
-    stepper = _VAEStepper(model, images, settings, optimizer, decoder_only)
-    stage = "vae_decoder" if decoder_only else "vae"
-    manifest = {"stage": stage, "settings": settings.vae_facts(decoder_only)}
+    stepper = _VAEStepper(model, images, settings, optimizer, stage, anchor_encoder)
+    manifest = {"stage": stage, "settings": settings.vae_facts(stage)}
     bar = tqdm(total=total, initial=start, desc=stage, disable=not progress)
     for step in range(start, total):
         loss, parts = stepper.step(tf.constant(step, tf.int64))
@@ -342,7 +391,11 @@ def train_vae(model: StableDiffusion, images: np.ndarray, settings: PretrainSett
         if not math.isfinite(losses[-1]):
             raise FloatingPointError(f"VAE loss is {losses[-1]} at step {step + 1}; lower --vae-learning-rate.")
         bar.update(1)
-        bar.set_postfix(l1=f"{float(parts['l1']):.4f}", kl=f"{float(parts['kl']):.2f}")
+        shown = {"l1": f"{float(parts['l1']):.4f}", "color": f"{float(parts['color']):.4f}",
+                 "kl": f"{float(parts['kl']):.2f}"}
+        if anchor_encoder is not None:
+            shown["anchor"] = f"{float(parts['anchor']):.4f}"
+        bar.set_postfix(shown)
         done = step + 1
         if done == total or (settings.checkpoint_every and done % settings.checkpoint_every == 0):
             checkpoints.save_checkpoint(out_dir, done, variables, optimizer, {**manifest, "losses": losses})
@@ -351,12 +404,12 @@ def train_vae(model: StableDiffusion, images: np.ndarray, settings: PretrainSett
 
 
 def _restore_vae(out_dir: str, settings: PretrainSettings, variables, optimizer,
-                 decoder_only: bool = False) -> tuple[int, list[float]]:
+                 stage: str = VAE_DIR) -> tuple[int, list[float]]:
     path = checkpoints.latest_checkpoint(out_dir)
     if path is None:
         return 0, []
     arrays, manifest = checkpoints.load_checkpoint(path)
-    wanted = json.loads(json.dumps(settings.vae_facts(decoder_only)))
+    wanted = json.loads(json.dumps(settings.vae_facts(stage)))
     found = manifest.get("settings", {})
     bad = [f"{path}: key 'settings.{k}' expected {wanted[k]!r} (this run), found {found.get(k)!r}."
            for k in wanted if found.get(k) != wanted[k]]
@@ -484,7 +537,9 @@ def pretrain(data_dir: str, out_dir: str, settings: PretrainSettings, resume: bo
             committed ``weights/kerasemote-tiny``): stage 1 is skipped, stage 2 starts from
             its weights with a fresh optimizer and continues its step count. When
             ``settings.steps`` is not past its step count, stage 2 is skipped and the model
-            (with a decoder fine-tuned by ``decoder_steps``) is written as it is.
+            (with a decoder fine-tuned by ``decoder_steps``) is written as it is. With
+            ``settings.new_vae_steps`` a new VAE replaces its own first (stage 1c) and stage 2
+            continues on the new latents.
         export_dir: also write the model directory here (float16) every ``export_every``
             steps and at the end.
 
@@ -492,9 +547,19 @@ def pretrain(data_dir: str, out_dir: str, settings: PretrainSettings, resume: bo
         The PretrainResult.
     """
     config = settings.model_config
+    if settings.new_vae_steps and not init_from:
+        raise ValueError("new_vae_steps (--new-vae-steps) replaces a warm start's VAE; give init_from "
+                         "(--init-from MODEL_DIR), or train a VAE from scratch with vae_steps (--vae-steps).")
+    if settings.new_vae_steps and export_dir and storage.same_path(init_from, export_dir):
+        raise ValueError(f"--export {export_dir} is the --init-from folder: with --new-vae-steps the warm "
+                         "start's encoder is the anchor of a resumed run, so it must not be overwritten; "
+                         "export elsewhere and copy the folder when the run is done.")
     images, rows, tokens = read_prepared(data_dir, config.image_size)
     if init_from:
-        model, vae, initial = _warm_start(init_from, config)
+        model, vae, initial = _warm_start(init_from, config, new_vae=bool(settings.new_vae_steps))
+        if settings.new_vae_steps:
+            model, vae = _stage1c(model, images, rows, settings, storage.join(out_dir, REFIT_DIR), vae, resume,
+                                  progress)
     else:
         model = build_model(config, list(tokens.values()), settings.seed)
         vae, initial = _stage1(model, images, rows, settings, storage.join(out_dir, VAE_DIR), resume, progress), 0
@@ -547,6 +612,54 @@ def _stage1(model, images, rows, settings, vae_dir, resume, progress) -> dict[st
     return summary
 
 
+def _stage1c(warm: StableDiffusion, images, rows, settings, new_dir, vae, resume,
+             progress) -> tuple[StableDiffusion, dict[str, Any]]:
+    """A new VAE for the warm start's text encoder and UNet, its latents anchored to the old VAE's.
+
+    Returns the model with the new VAE (trained, or read back when the stage finished before)
+    and ``vae`` with the new facts; the scaling factor is measured anew on the new latents.
+    """
+    summary_path = storage.join(new_dir, "vae_new.json")
+    train_rows = np.array([r.split == "train" for r in rows])
+    test = images[np.array([r.split == "test" for r in rows])]
+    keras.utils.set_random_seed(settings.seed)
+    model = StableDiffusion(settings.model_config.replace(scaling_factor=warm.config.scaling_factor),
+                            warm.tokenizer, warm.text_encoder, warm.unet)  # a random VAE of the new sizes
+    if resume and storage.exists(summary_path):
+        summary = json.loads(storage.read_bytes(summary_path))
+        if summary["steps"] != settings.new_vae_steps:
+            raise ValueError(f"{summary_path}: key 'steps' expected {settings.new_vae_steps} (--new-vae-steps), "
+                             f"found {summary['steps']}; stage 2 was built on that VAE, so it cannot change now.")
+        load_vae_checkpoint(model, new_dir)
+    else:
+        anchor = warm.vae_encoder
+        anchor.trainable = False
+        before = vae.get("test_psnr_db")
+        if before is None and len(test):
+            before = reconstruction_psnr(warm, test)
+        started = time.time()
+        losses = train_vae(model, images[train_rows], settings, new_dir, resume, progress, anchor_encoder=anchor)
+        summary = {
+            "steps": settings.new_vae_steps,
+            "latent_anchor": settings.latent_anchor,
+            "color_weight": settings.color_weight,
+            "final_loss": float(np.mean(losses[-50:])),
+            "scaling_factor_before": float(warm.config.scaling_factor),
+            "scaling_factor": latent_scaling_factor(model, images[train_rows]),
+            "test_psnr_db_before": before,
+            "test_psnr_db": reconstruction_psnr(model, test) if len(test) else None,
+            "seconds_this_session": round(time.time() - started, 1),
+        }
+        storage.write_bytes(summary_path, json.dumps(summary, indent=2).encode())
+        logger.info("New VAE: test PSNR %s -> %s dB; scaling factor %.4f -> %.4f.", before,
+                    summary["test_psnr_db"], summary["scaling_factor_before"], summary["scaling_factor"])
+    model.config = model.config.replace(scaling_factor=summary["scaling_factor"])
+    facts = {"steps": settings.new_vae_steps, "new_vae_of_warm_start": True, "latent_anchor": settings.latent_anchor,
+             "color_weight": settings.color_weight, "scaling_factor": summary["scaling_factor"],
+             "test_psnr_db": summary["test_psnr_db"], "previous": dict(vae)}
+    return model, facts
+
+
 def _stage1b(model, images, rows, settings, decoder_dir, vae, resume, progress) -> dict[str, Any]:
     """Fine-tune the decoder alone (or finish doing so); returns ``vae`` with its new facts."""
     train_rows = np.array([r.split == "train" for r in rows])
@@ -570,12 +683,20 @@ def _stage1b(model, images, rows, settings, decoder_dir, vae, resume, progress) 
             "test_psnr_db": summary["test_psnr_db"]}
 
 
-def _warm_start(init_from: str, config: ModelConfig) -> tuple[StableDiffusion, dict[str, Any], int]:
+VAE_FIELDS = ("vae_channels", "vae_layers_per_block", "vae_norm_groups", "vae_norm_eps", "scaling_factor")
+
+
+def _warm_start(init_from: str, config: ModelConfig,
+                new_vae: bool = False) -> tuple[StableDiffusion, dict[str, Any], int]:
     model = StableDiffusion.load(init_from)
     manifest = json.loads(storage.read_bytes(storage.join(init_from, "config.json")))
-    if model.config.replace(scaling_factor=config.scaling_factor) != config:
+    free = VAE_FIELDS if new_vae else ("scaling_factor",)  # what may differ from ``config``
+    kept = {k: getattr(config, k) for k in free}
+    if model.config.replace(**kept) != config:
+        differ = sorted(k for k, v in config.to_dict().items() if model.config.to_dict().get(k) != v and k not in free)
         raise ValueError(f"{init_from}/config.json: key 'config' expected {config.name} sizes, found "
-                         f"{model.config.name}; warm start needs the same architecture.")
+                         f"{model.config.name} (differs in {', '.join(differ)}); a warm start needs the same "
+                         "architecture" + ("" if new_vae else " (a new VAE may differ: --new-vae-steps)") + ".")
     vae = manifest.get("vae", {"scaling_factor": model.config.scaling_factor})
     return model, vae, int(manifest.get("training", {}).get("steps", 0))
 
