@@ -612,6 +612,18 @@ def _stage1(model, images, rows, settings, vae_dir, resume, progress) -> dict[st
     return summary
 
 
+def _train_and_test(images: np.ndarray, rows: Sequence[EmojiRow]) -> tuple[np.ndarray, np.ndarray]:
+    """The train-split and test-split images (the VAE stages train on the one, report PSNR on the other)."""
+    split = np.array([r.split for r in rows])
+    return images[split == "train"], images[split == "test"]
+
+
+def _psnr_so_far(model: StableDiffusion, vae: Mapping[str, Any], test: np.ndarray) -> float | None:
+    """Test PSNR of the VAE before a stage: from its facts, else measured (None without test images)."""
+    before = vae.get("test_psnr_db")
+    return reconstruction_psnr(model, test) if before is None and len(test) else before
+
+
 def _stage1c(warm: StableDiffusion, images, rows, settings, new_dir, vae, resume,
              progress) -> tuple[StableDiffusion, dict[str, Any]]:
     """A new VAE for the warm start's text encoder and UNet, its latents anchored to the old VAE's.
@@ -620,8 +632,7 @@ def _stage1c(warm: StableDiffusion, images, rows, settings, new_dir, vae, resume
     and ``vae`` with the new facts; the scaling factor is measured anew on the new latents.
     """
     summary_path = storage.join(new_dir, "vae_new.json")
-    train_rows = np.array([r.split == "train" for r in rows])
-    test = images[np.array([r.split == "test" for r in rows])]
+    train, test = _train_and_test(images, rows)
     keras.utils.set_random_seed(settings.seed)
     model = StableDiffusion(settings.model_config.replace(scaling_factor=warm.config.scaling_factor),
                             warm.tokenizer, warm.text_encoder, warm.unet)  # a random VAE of the new sizes
@@ -634,18 +645,16 @@ def _stage1c(warm: StableDiffusion, images, rows, settings, new_dir, vae, resume
     else:
         anchor = warm.vae_encoder
         anchor.trainable = False
-        before = vae.get("test_psnr_db")
-        if before is None and len(test):
-            before = reconstruction_psnr(warm, test)
+        before = _psnr_so_far(warm, vae, test)
         started = time.time()
-        losses = train_vae(model, images[train_rows], settings, new_dir, resume, progress, anchor_encoder=anchor)
+        losses = train_vae(model, train, settings, new_dir, resume, progress, anchor_encoder=anchor)
         summary = {
             "steps": settings.new_vae_steps,
             "latent_anchor": settings.latent_anchor,
             "color_weight": settings.color_weight,
             "final_loss": float(np.mean(losses[-50:])),
             "scaling_factor_before": float(warm.config.scaling_factor),
-            "scaling_factor": latent_scaling_factor(model, images[train_rows]),
+            "scaling_factor": latent_scaling_factor(model, train),
             "test_psnr_db_before": before,
             "test_psnr_db": reconstruction_psnr(model, test) if len(test) else None,
             "seconds_this_session": round(time.time() - started, 1),
@@ -662,13 +671,10 @@ def _stage1c(warm: StableDiffusion, images, rows, settings, new_dir, vae, resume
 
 def _stage1b(model, images, rows, settings, decoder_dir, vae, resume, progress) -> dict[str, Any]:
     """Fine-tune the decoder alone (or finish doing so); returns ``vae`` with its new facts."""
-    train_rows = np.array([r.split == "train" for r in rows])
-    test = images[np.array([r.split == "test" for r in rows])]
-    before = vae.get("test_psnr_db")
-    if before is None and len(test):
-        before = reconstruction_psnr(model, test)
+    train, test = _train_and_test(images, rows)
+    before = _psnr_so_far(model, vae, test)
     started = time.time()
-    losses = train_vae(model, images[train_rows], settings, decoder_dir, resume, progress, decoder_only=True)
+    losses = train_vae(model, train, settings, decoder_dir, resume, progress, decoder_only=True)
     summary = {
         "steps": settings.decoder_steps,
         "final_loss": float(np.mean(losses[-50:])),
