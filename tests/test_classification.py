@@ -81,6 +81,13 @@ def test_rgba_array_and_png_folder_prepare_to_the_same_pixels(tmp_path):
     np.testing.assert_array_equal(from_array, from_folder)
 
 
+def test_a_folder_of_generations_is_read_without_its_contact_sheets(tmp_path):
+    for name in ("image_000.png", "image_001.png", "grid.png", "sweep.gif"):  # what `kerasemote generate` writes
+        Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / name)
+    images, paths = prepare_images(tmp_path, SIZE)
+    assert [Path(p).name for p in paths] == ["image_000.png", "image_001.png"] and len(images) == 2
+
+
 def test_bad_image_arrays_are_rejected_with_shape_and_range():
     with pytest.raises(ValueError, match=r"\(N, H, W, 3\).*found \(2, 8, 8\)"):
         prepare_images(np.zeros((2, 8, 8), np.uint8), SIZE)

@@ -16,6 +16,9 @@ import numpy as np
 from PIL import Image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+# The contact sheets kerasemote writes beside the images it generates (generate, interpolate, demo):
+# a folder of generations is scored without them.
+CONTACT_SHEETS = ("grid.png", "sweep.gif")
 
 PathLike = Union[str, os.PathLike]
 ImageInput = Union[np.ndarray, Sequence[PathLike], PathLike]
@@ -197,7 +200,8 @@ def prepare_images(images: ImageInput, size: int) -> tuple[np.ndarray, list[str]
     """Bring any supported image input to uint8 (N, size, size, 3) plus sources.
 
     Args:
-        images: an array (N, H, W, 3|4), a list of image paths, or a folder of images.
+        images: an array (N, H, W, 3|4), a list of image paths, or a folder of images
+            (its ``grid.png`` / ``sweep.gif``, kerasemote's contact sheets, left out).
         size: side length.
 
     Returns:
@@ -206,7 +210,7 @@ def prepare_images(images: ImageInput, size: int) -> tuple[np.ndarray, list[str]
     if isinstance(images, np.ndarray):
         return array_to_rgb(images, size), [f"#{i}" for i in range(len(images))]
     if isinstance(images, (str, os.PathLike)):
-        paths: Sequence[PathLike] = list_images(images)
+        paths: Sequence[PathLike] = [p for p in list_images(images) if p.name not in CONTACT_SHEETS]
         if not paths:
             raise ValueError(f"Image folder {os.fspath(images)!r} holds no images {IMAGE_EXTENSIONS}.")
     else:
