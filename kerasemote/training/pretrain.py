@@ -52,8 +52,9 @@ logger = logging.getLogger(__name__)
 VAE_DIR = "vae"
 VAE_SUMMARY = "vae.json"
 DECODER_DIR = "vae_decoder"
-REFIT_DIR = "vae_new"
-STAGES = {VAE_DIR: 7, DECODER_DIR: 11, REFIT_DIR: 13}  # stage -> seed offset of its random draws
+NEW_VAE_DIR = "vae_new"
+# stage -> (offset of its batch-plan steps, offset of its noise seed): each stage draws its own batches and noise
+STAGES = {VAE_DIR: (0, 7), DECODER_DIR: (1_000_003, 11), NEW_VAE_DIR: (2_000_003, 13)}
 STAGE2_DIR = "text_to_image"
 MODEL_DIR = "model"
 VALIDATION_PROMPTS = (
@@ -145,7 +146,7 @@ class PretrainSettings:
         if stage == DECODER_DIR:
             facts = {**facts, "decoder_only": True}
             facts.pop("kl_weight")
-        elif stage == REFIT_DIR:
+        elif stage == NEW_VAE_DIR:
             facts = {**facts, "new_vae_of_warm_start": True, "latent_anchor": self.latent_anchor}
         if self.color_weight:  # only when set, so checkpoints written before the term existed still resume
             facts["color_weight"] = self.color_weight
@@ -327,17 +328,17 @@ class _VAEStepper:
 
     def _step(self, step):
         s = self.settings
-        offset = {VAE_DIR: 0, DECODER_DIR: 1_000_003, REFIT_DIR: 2_000_003}[self.stage]
-        plan = batch_plan(step + offset, seed=s.seed, batch_size=s.vae_batch_size,
+        batch_offset, seed_offset = STAGES[self.stage]
+        plan = batch_plan(step + batch_offset, seed=s.seed, batch_size=s.vae_batch_size,
                           num_examples=len(self.counts),
                           caption_rows=self.rows, caption_counts=self.counts, flip=True)
         x = tf.cast(tf.gather(self.images, plan["index"]), tf.float32) / 127.5 - 1.0  # (B, S, S, 3)
         x = tf.where(tf.cast(plan["flip"], tf.bool)[:, None, None, None], x[:, :, ::-1], x)
-        key = tf.stack([tf.cast(s.seed, tf.int64) + STAGES[self.stage], tf.cast(step, tf.int64)])
+        key = tf.stack([tf.cast(s.seed, tf.int64) + seed_offset, tf.cast(step, tf.int64)])
         noise = tf.random.stateless_normal(self.latent_shape, key, alg="philox")
         anchor = None
         if self.anchor_encoder is not None:
-            anchor, _ = latent_distribution(tf.stop_gradient(self.anchor_encoder(x)))
+            anchor, _ = latent_distribution(self.anchor_encoder(x))  # outside the tape: no gradient
         with tf.GradientTape() as tape:
             loss, parts = vae_loss(self.model, x, noise, 0.0 if self.decoder_only else s.kl_weight,
                                    self.decoder_only, anchor, s.latent_anchor if anchor is not None else 0.0,
@@ -374,8 +375,8 @@ def train_vae(model: StableDiffusion, images: np.ndarray, settings: PretrainSett
     """
     if decoder_only and anchor_encoder is not None:
         raise ValueError("train_vae: decoder_only (stage 1b) and anchor_encoder (stage 1c) exclude each other.")
-    stage = DECODER_DIR if decoder_only else REFIT_DIR if anchor_encoder is not None else VAE_DIR
-    total = {VAE_DIR: settings.vae_steps, DECODER_DIR: settings.decoder_steps, REFIT_DIR: settings.new_vae_steps}[stage]
+    stage = DECODER_DIR if decoder_only else NEW_VAE_DIR if anchor_encoder is not None else VAE_DIR
+    total = {VAE_DIR: settings.vae_steps, DECODER_DIR: settings.decoder_steps, NEW_VAE_DIR: settings.new_vae_steps}[stage]
     variables = vae_variables(model, decoder_only)
     schedule = LearningRate(settings.vae_learning_rate, total, min(100, total), "constant")
     optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=1e-4, name="vae_optimizer")
@@ -558,7 +559,7 @@ def pretrain(data_dir: str, out_dir: str, settings: PretrainSettings, resume: bo
     if init_from:
         model, vae, initial = _warm_start(init_from, config, new_vae=bool(settings.new_vae_steps))
         if settings.new_vae_steps:
-            model, vae = _stage1c(model, images, rows, settings, storage.join(out_dir, REFIT_DIR), vae, resume,
+            model, vae = _stage1c(model, images, rows, settings, storage.join(out_dir, NEW_VAE_DIR), vae, resume,
                                   progress)
     else:
         model = build_model(config, list(tokens.values()), settings.seed)
@@ -586,24 +587,34 @@ def pretrain(data_dir: str, out_dir: str, settings: PretrainSettings, resume: bo
     return PretrainResult(vae=vae, step=result.step, losses=result.losses, model_dir=model_dir)
 
 
+def _finished_stage(model, stage_dir: str, summary_path: str, steps: int, flag: str) -> dict[str, Any] | None:
+    """The summary of a VAE stage that ended before, its weights put into ``model``; None if it has not ended.
+
+    Raises:
+        ValueError: it ended with another step count (stage 2 was built on that VAE).
+    """
+    if not storage.exists(summary_path):
+        return None
+    summary = json.loads(storage.read_bytes(summary_path))
+    if summary["steps"] != steps:
+        raise ValueError(f"{summary_path}: key 'steps' expected {steps} ({flag}), found "
+                         f"{summary['steps']}; stage 2 was built on that VAE, so it cannot change now.")
+    load_vae_checkpoint(model, stage_dir)
+    return summary
+
+
 def _stage1(model, images, rows, settings, vae_dir, resume, progress) -> dict[str, Any]:
     """Train (or finish) the VAE; returns the stage-1 summary (written once, then read back)."""
     summary_path = storage.join(vae_dir, VAE_SUMMARY)
-    train_rows = np.array([r.split == "train" for r in rows])
-    if resume and storage.exists(summary_path):
-        summary = json.loads(storage.read_bytes(summary_path))
-        if summary["steps"] != settings.vae_steps:
-            raise ValueError(f"{summary_path}: key 'steps' expected {settings.vae_steps} (--vae-steps), found "
-                             f"{summary['steps']}; stage 2 was built on that VAE, so it cannot change now.")
-        load_vae_checkpoint(model, vae_dir)
+    if resume and (summary := _finished_stage(model, vae_dir, summary_path, settings.vae_steps, "--vae-steps")):
         return summary
+    train, test = _train_and_test(images, rows)
     started = time.time()
-    losses = train_vae(model, images[train_rows], settings, vae_dir, resume, progress)
-    test = images[np.array([r.split == "test" for r in rows])]
+    losses = train_vae(model, train, settings, vae_dir, resume, progress)
     summary = {
         "steps": settings.vae_steps,
         "final_loss": float(np.mean(losses[-50:])),
-        "scaling_factor": latent_scaling_factor(model, images[train_rows]),
+        "scaling_factor": latent_scaling_factor(model, train),
         "test_psnr_db": reconstruction_psnr(model, test) if len(test) else None,
         "test_images": int(len(test)),
         "seconds_this_session": round(time.time() - started, 1),
@@ -636,13 +647,9 @@ def _stage1c(warm: StableDiffusion, images, rows, settings, new_dir, vae, resume
     keras.utils.set_random_seed(settings.seed)
     model = StableDiffusion(settings.model_config.replace(scaling_factor=warm.config.scaling_factor),
                             warm.tokenizer, warm.text_encoder, warm.unet)  # a random VAE of the new sizes
-    if resume and storage.exists(summary_path):
-        summary = json.loads(storage.read_bytes(summary_path))
-        if summary["steps"] != settings.new_vae_steps:
-            raise ValueError(f"{summary_path}: key 'steps' expected {settings.new_vae_steps} (--new-vae-steps), "
-                             f"found {summary['steps']}; stage 2 was built on that VAE, so it cannot change now.")
-        load_vae_checkpoint(model, new_dir)
-    else:
+    summary = (_finished_stage(model, new_dir, summary_path, settings.new_vae_steps, "--new-vae-steps")
+               if resume else None)
+    if summary is None:
         anchor = warm.vae_encoder
         anchor.trainable = False
         before = _psnr_so_far(warm, vae, test)
