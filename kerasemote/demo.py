@@ -6,12 +6,16 @@ Stages (each timed; ``OUT`` is the output folder):
 2. textual inversion: ``<broccoli>`` from the concept's packaged images (one per vendor,
    at most five) and ``<happy> <sad> <angry> <in-love>`` from the labelled faces ->
    ``OUT/ti/<run>/embeddings.npz`` (+ one ``.npy`` per token, ``loss.png``).
-3. samples: the four emotion prompts, the four emotion tokens and the concept, a few
-   seeds each (the same noise down each column) -> ``OUT/samples.png``.
-4. interpolation: ``<broccoli>`` -> ``<happy>`` in token space -> ``OUT/interpolation/``.
-5. judge: a ResNet-50 trained on the four emotions, the concept and other emoji (or a given one)
+3. LoRA: adapters on the UNet learned from the same concept images, on top of the
+   ``<broccoli>`` token, in a second copy of the model -> ``OUT/lora/<concept>/lora.npz``
+   (``concept_lora_steps=0`` skips it). The token alone can only steer what the model already
+   draws; the adapters change how it draws, so the two rows show what each adds.
+4. samples: the four emotion prompts, the four emotion tokens, the concept and the concept
+   with its LoRA, a few seeds each (the same noise down each column) -> ``OUT/samples.png``.
+5. interpolation: ``<broccoli>`` -> ``<happy>`` in token space -> ``OUT/interpolation/``.
+6. judge: a ResNet-50 trained on the four emotions, the concept and other emoji (or a given one)
    scores N generations per prompt -> ``OUT/success_rates.json`` / ``.csv``.
-6. report: ``OUT/index.html`` with every figure, the table and the timings.
+7. report: ``OUT/index.html`` with every figure, the table and the timings.
 
 Example:
     >>> result = run_demo("demo")                     # kerasemote-tiny, 6-17 minutes on 2 cores
@@ -27,7 +31,7 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -45,7 +49,9 @@ EMOTION_TOKENS = {label: f"<{label.replace(' ', '-')}>" for label in EMOTION_PRO
 EMOTION_WORDS = {"happy": "happy", "sad": "sad", "angry": "angry", "in love": "love"}
 OTHER_CLASS = "other"  # the judge's class for generations that are neither an emotion face nor the concept
 EMOJI_EXTRA_HINT = 'pip install "kerasemote[emoji]"'
-STAGES = ("data", "textual inversion", "samples", "interpolation", "judge", "report")
+STAGES = ("data", "textual inversion", "lora", "samples", "interpolation", "judge", "report")
+# The concept's adapters: attention and convs (attention alone barely moved the tiny model's shapes).
+CONCEPT_LORA_TARGETS = ("attention", "convs")
 
 
 def concept_slug(concept: str) -> str:
@@ -70,6 +76,9 @@ class DemoConfig:
         steps: textual-inversion steps of each run (concept, emotions).
         batch_size: textual-inversion batch size.
         learning_rate: textual-inversion learning rate; None takes the strategy's default.
+        concept_lora_steps: steps of the concept's LoRA (on top of its token); 0: no LoRA.
+        concept_lora_rank: its rank (alpha = rank).
+        concept_lora_learning_rate: its learning rate.
         samples: seeds per prompt in the sample grid.
         sample_steps: sampler steps of every generated image.
         guidance: classifier-free guidance scale.
@@ -96,6 +105,9 @@ class DemoConfig:
     steps: int = 150
     batch_size: int = 4
     learning_rate: float | None = None
+    concept_lora_steps: int = 300
+    concept_lora_rank: int = 8
+    concept_lora_learning_rate: float = 2e-3
     samples: int = 4
     sample_steps: int = 25
     guidance: float = 7.0
@@ -114,6 +126,9 @@ class DemoConfig:
             (self.data is not None or bool(self.sources), "give at least one source, or a prepared --data folder"),
             (1 <= self.max_concept_images <= 5, "max_concept_images must be in 1..5"),
             (self.steps >= 1 and self.batch_size >= 1, "steps and batch_size must be >= 1"),
+            (self.concept_lora_steps >= 0, "concept_lora_steps must be >= 0"),
+            (self.concept_lora_rank >= 1 and self.concept_lora_learning_rate > 0,
+             "concept_lora_rank and concept_lora_learning_rate must be positive"),
             (self.samples >= 1 and self.sample_steps >= 1, "samples and sample_steps must be >= 1"),
             (self.num_images >= 1, "num_images must be >= 1"),
             (self.mix_points >= 2, "mix_points must be >= 2"),
@@ -138,7 +153,8 @@ class PromptScore:
 
     Attributes:
         prompt: the prompt.
-        kind: ``words`` (an emotion in words), ``token`` (a learned emotion token) or ``concept``.
+        kind: ``words`` (an emotion in words), ``token`` (a learned emotion token), ``concept``
+            (the concept's token) or ``concept+lora`` (the token with the concept's LoRA).
         intended: the judge class the prompt asks for.
         num_images: images generated and scored.
         success_rate: share whose top class (among every judge class) is ``intended``.
@@ -243,9 +259,13 @@ def run_demo(out_dir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
         model = load_model(config.model)
         _learn_concepts(model, concept_set, faces, out_dir, config, result, log)
 
-    rows = prompt_rows(config.concept_token)
+    models = {"": model}
+    if config.concept_lora_steps:
+        with clock.stage("lora"):
+            models[LORA_KIND] = _learn_concept_lora(concept_set, out_dir, config, result, log)
+    rows = prompt_rows(config.concept_token, lora=LORA_KIND in models)
     with clock.stage("samples"):
-        path = sample_grid(model, rows, config, os.path.join(out_dir, "samples.png"))
+        path = sample_grid(models, rows, config, os.path.join(out_dir, "samples.png"))
         result.files["samples"] = os.path.relpath(path, out_dir)
 
     with clock.stage("interpolation"):
@@ -256,7 +276,7 @@ def run_demo(out_dir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
 
     with clock.stage("judge"):
         classifier = _judge(data_dir, concept_set, out_dir, config, result, log)
-        result.scores = score_prompts(model, classifier, rows, config, out_dir, result.notes, log)
+        result.scores = score_prompts(models, classifier, rows, config, out_dir, result.notes, log)
         _write_scores(result, out_dir)
         log(result.format_table())
 
@@ -444,41 +464,104 @@ def _learn_concepts(model, concept_set, faces, out_dir: str, config: DemoConfig,
     result.files["concept_images"] = os.path.relpath(strip, out_dir)
 
 
-# ---------------------------------------------------------------------- 3. samples
+# ---------------------------------------------------------------------- 3. LoRA
+
+LORA_KIND = "concept+lora"  # the row kind drawn by the model copy that carries the concept's LoRA
 
 
-def prompt_rows(concept_token: str) -> list[tuple[str, str, str]]:
-    """(prompt, kind, intended class) of every prompt the demo draws and scores."""
+def _learn_concept_lora(concept_set, out_dir: str, config: DemoConfig, result: DemoResult, log):
+    """A second copy of the model with the concept's token, and LoRA adapters trained on its images.
+
+    The first copy stays as it was, so every other row is drawn without the adapters.
+    """
+    from kerasemote.embeddings import load_embeddings
+    from kerasemote.model import load_model
+    from kerasemote.training import LoRA, TrainConfig, train
+
+    token = config.concept_token
+    model = load_model(config.model)
+    load_embeddings(model, os.path.join(out_dir, result.files["ti_concept_embeddings"]))
+    strategy = LoRA(rank=config.concept_lora_rank, targets=CONCEPT_LORA_TARGETS, words={token: token},
+                    seed=config.seed)
+    run_dir = os.path.join(out_dir, "lora", concept_slug(config.concept))
+    log(f"  {token} + LoRA (rank {config.concept_lora_rank}, {', '.join(CONCEPT_LORA_TARGETS)}): "
+        f"{len(concept_set)} images, {config.concept_lora_steps} steps -> {run_dir}")
+    settings = TrainConfig(steps=config.concept_lora_steps, batch_size=config.batch_size,
+                           learning_rate=config.concept_lora_learning_rate, seed=config.seed, progress=config.progress)
+    outcome = train(model, strategy, replace(concept_set, concepts=(token,) * len(concept_set)), settings, run_dir)
+    if outcome.status != "completed":
+        raise RuntimeError(f"The LoRA of {token} stopped: {outcome.status} loss at step {outcome.step + 1}; "
+                           "try a lower concept_lora_learning_rate.")
+    result.files["lora_concept"] = os.path.relpath(os.path.join(run_dir, "lora.npz"), out_dir)
+    if os.path.exists(os.path.join(run_dir, "loss.png")):
+        result.files["lora_concept_loss"] = os.path.relpath(os.path.join(run_dir, "loss.png"), out_dir)
+    result.data["lora_concept_final_loss"] = float(np.mean(outcome.losses[-20:]))
+    return model
+
+
+# ---------------------------------------------------------------------- 4. samples
+
+
+def prompt_rows(concept_token: str, lora: bool = False) -> list[tuple[str, str, str]]:
+    """(prompt, kind, intended class) of every prompt the demo draws and scores.
+
+    With ``lora`` the concept's prompt comes twice: kind ``concept`` (the token alone) and
+    ``concept+lora`` (drawn by the model that also carries the concept's adapters).
+    """
     rows = [(prompt, "words", label) for label, prompt in EMOTION_PROMPTS.items()]
     rows += [(f"a {token} emoji", "token", label) for label, token in EMOTION_TOKENS.items()]
     rows.append((f"a {concept_token} emoji", "concept", concept_slug(concept_token)))
+    if lora:
+        rows.append((f"a {concept_token} emoji", LORA_KIND, concept_slug(concept_token)))
     return rows
+
+
+def row_label(prompt: str, kind: str) -> str:
+    """How a row is named in grids and tables: the prompt, ``+ LoRA`` for the adapted model's row."""
+    return f"{prompt} + LoRA" if kind == LORA_KIND else prompt
+
+
+def _model_for(models: Mapping[str, object], kind: str):
+    """The model that draws rows of ``kind``: its own entry, else the plain one (key ``""``)."""
+    return models.get(kind, models[""])
 
 
 def _generate_kwargs(config: DemoConfig) -> dict:
     return dict(steps=config.sample_steps, guidance=config.guidance)
 
 
-def sample_grid(model, rows: Sequence[tuple[str, str, str]], config: DemoConfig, path: str) -> str:
-    """One row per prompt, one column per seed; every column starts from the same noise."""
+def sample_grid(models, rows: Sequence[tuple[str, str, str]], config: DemoConfig, path: str) -> str:
+    """One row per prompt, one column per seed; every column starts from the same noise.
+
+    ``models``: one model, or kind -> model (``""``: the model of every other kind).
+    """
     from tqdm.auto import tqdm
 
     from kerasemote import images as image_io
     from kerasemote.pipeline import initial_noise
 
-    prompts = [row[0] for row in rows]
-    factor, size = model.config.vae_downsample, model.config.image_size
+    models = models if isinstance(models, Mapping) else {"": models}
+    plain = models[""]
+    factor, size = plain.config.vae_downsample, plain.config.image_size
+    groups: dict[int, list[int]] = {}  # model -> the rows it draws, so each model draws its rows in one batch
+    for r, (_, kind, _) in enumerate(rows):
+        groups.setdefault(id(_model_for(models, kind)), []).append(r)
+    by_id = {id(m): m for m in models.values()}
     columns = []
     for s in tqdm(range(config.samples), desc="samples", disable=not config.progress, leave=False):
-        noise = initial_noise((1, size // factor, size // factor, model.config.latent_channels), config.seed + s)
-        columns.append(model.generate(prompts, init_latents=np.repeat(noise, len(prompts), axis=0),
-                                      seed=config.seed + s, progress=False, **_generate_kwargs(config)))
+        noise = initial_noise((1, size // factor, size // factor, plain.config.latent_channels), config.seed + s)
+        column = np.zeros((len(rows), size, size, 3), np.uint8)
+        for key, members in groups.items():
+            column[members] = by_id[key].generate([rows[r][0] for r in members], seed=config.seed + s,
+                                                  init_latents=np.repeat(noise, len(members), axis=0),
+                                                  progress=False, **_generate_kwargs(config))
+        columns.append(column)
     images = np.stack(columns, axis=1).reshape(-1, size, size, 3)  # (prompts * seeds, S, S, 3), row-major
-    labels = [prompt if s == 0 else "" for prompt in prompts for s in range(config.samples)]
+    labels = [row_label(prompt, kind) if s == 0 else "" for prompt, kind, _ in rows for s in range(config.samples)]
     return image_io.save_grid(images, path, cols=config.samples, labels=labels)
 
 
-# ---------------------------------------------------------------------- 4. interpolation
+# ---------------------------------------------------------------------- 5. interpolation
 
 
 def _interpolate(model, config: DemoConfig, out_dir: str):
@@ -490,7 +573,7 @@ def _interpolate(model, config: DemoConfig, out_dir: str):
     return interpolate.save_sweep(images, alphas, out_dir)
 
 
-# ---------------------------------------------------------------------- 5. judge and success rates
+# ---------------------------------------------------------------------- 6. judge and success rates
 
 
 def judge_training_set(data_dir: str, concept_set, concept: str, size: int, splits: Sequence[str],
@@ -593,17 +676,19 @@ def _evaluate_judge(classifier, data_dir: str, out_dir: str, result: DemoResult,
         f"{report.accuracy:.1%}")
 
 
-def score_prompts(model, classifier, rows: Sequence[tuple[str, str, str]], config: DemoConfig, out_dir: str,
+def score_prompts(models, classifier, rows: Sequence[tuple[str, str, str]], config: DemoConfig, out_dir: str,
                   notes: list[str], log=print) -> list[PromptScore]:
     """Generate ``config.num_images`` per prompt, classify them and score each prompt.
 
-    A prompt whose intended class the judge lacks is skipped and noted.
+    ``models``: one model, or kind -> model as in ``sample_grid``. A prompt whose intended
+    class the judge lacks is skipped and noted.
     """
     from tqdm.auto import tqdm
 
     from kerasemote import classification as clf
     from kerasemote import images as image_io
 
+    models = models if isinstance(models, Mapping) else {"": models}
     scores = []
     emotion_classes = [_class_or_none(label, classifier.class_names) for label in EMOTION_PROMPTS]
     emotion_index = [classifier.class_names.index(c) for c in emotion_classes if c is not None]
@@ -614,9 +699,9 @@ def score_prompts(model, classifier, rows: Sequence[tuple[str, str, str]], confi
                          f"(its classes: {classifier.class_names})")
             log(f"  {notes[-1]}")
             continue
-        images = _generate_many(model, prompt, config, seed=config.seed + 1000 * (r + 1))
+        images = _generate_many(_model_for(models, kind), prompt, config, seed=config.seed + 1000 * (r + 1))
         report = clf.score_images(classifier, images, label)
-        folder = os.path.join(out_dir, "scores", f"{r:02d}_{_file_slug(prompt)}")
+        folder = os.path.join(out_dir, "scores", f"{r:02d}_{_file_slug(row_label(prompt, kind))}")
         image_io.save_images(images, folder)
         image_io.save_grid(images, os.path.join(folder, "grid.png"), cols=min(8, len(images)))
         clf.write_score(report, folder)
@@ -662,12 +747,13 @@ def _file_slug(text: str) -> str:
 
 def format_scores(scores: Sequence[PromptScore]) -> str:
     """Plain-text success-rate table: one row per prompt."""
-    width = max([len("prompt")] + [len(s.prompt) for s in scores])
+    names = [row_label(s.prompt, s.kind) for s in scores]
+    width = max([len("prompt")] + [len(name) for name in names])
     lines = [f"{'prompt':<{width}}  {'intended':<9} {'n':>4}  success  among emotions  mean p  predicted"]
-    for s in scores:
+    for name, s in zip(names, scores):
         among = f"{s.emotion_rate:14.1%}" if s.emotion_rate is not None else f"{'-':>14}"
         predicted = ", ".join(f"{k} {v}" for k, v in sorted(s.predicted.items(), key=lambda kv: -kv[1]))
-        lines.append(f"{s.prompt:<{width}}  {s.intended:<9} {s.num_images:4d}  {s.success_rate:7.1%}  "
+        lines.append(f"{name:<{width}}  {s.intended:<9} {s.num_images:4d}  {s.success_rate:7.1%}  "
                      f"{among}  {s.mean_confidence:6.3f}  {predicted}")
     lines.append("success: top class among every judge class; among emotions: top class among the four "
                  "emotions (chance 25 %)")

@@ -44,7 +44,7 @@ class _Page:
             f"<p>Model <code>{_e(c.model)}</code>, {c.size} px, {c.sample_steps} DDIM steps, guidance "
             f"{c.guidance:g}, seed {c.seed}. Everything below was made offline by <code>kerasemote demo</code> in "
             f"<b>{self.result.total_seconds:.0f} s</b>.</p>",
-            self._timings(), self._data(), self._textual_inversion(), self._samples(), self._interpolation(),
+            self._timings(), self._data(), self._textual_inversion(), self._lora(), self._samples(), self._interpolation(),
             self._judge(), self._notes(), "</body></html>",
         ]
         return "\n".join(p for p in parts if p)
@@ -78,26 +78,51 @@ class _Page:
             "<h2>2. Textual inversion</h2>",
             f"<p><code>{_e(c.concept_token)}</code> from the {c.concept} images below (initialized from "
             f"<code>{_e(c.init_token)}</code>), and <code>&lt;happy&gt; &lt;sad&gt; &lt;angry&gt; &lt;in-love&gt;"
-            f"</code> from the labelled faces (initialized from <code>face</code>); {c.steps} steps each, batch "
+            f"</code> from the labelled faces (initialized from {self._emotion_init()}); {c.steps} steps each, batch "
             f"{c.batch_size}. Embeddings: {self._link('ti_concept_embeddings')}, {self._link('ti_emotions_embeddings')}"
             " (one <code>.npy</code> per token beside each).</p>",
             self._figure("concept_images", "the concept's training images", scale=2),
             self._figure("ti_concept_loss", "concept loss"), self._figure("ti_emotions_loss", "emotions loss"),
         ])
 
+    def _emotion_init(self) -> str:
+        from kerasemote.demo import EMOTION_WORDS
+
+        words = [self.result.config.emotion_init] if self.result.config.emotion_init else EMOTION_WORDS.values()
+        return ", ".join(f"<code>{_e(w)}</code>" for w in words)
+
+    def _lora(self) -> str:
+        from kerasemote.demo import CONCEPT_LORA_TARGETS
+
+        c = self.result.config
+        if "lora_concept" not in self.result.files:
+            return "<h2>3. LoRA</h2><p class=note>Skipped (<code>--concept-lora-steps 0</code>).</p>"
+        return "\n".join([
+            "<h2>3. LoRA</h2>",
+            f"<p>Adapters of rank {c.concept_lora_rank} on the UNet's {', '.join(CONCEPT_LORA_TARGETS)}, trained "
+            f"{c.concept_lora_steps} steps (learning rate {c.concept_lora_learning_rate:g}) on the same concept "
+            f"images with <code>{_e(c.concept_token)}</code> in the captions, in a second copy of the model: the "
+            "token alone steers what the model already draws, the adapters change how it draws. Only the rows "
+            f"marked <i>+ LoRA</i> use them. Adapters: {self._link('lora_concept')}; to draw with them, from this "
+            f"folder: <code>kerasemote generate \"a {_e(c.concept_token)} emoji\" --embeddings "
+            f"{_e(self.result.files.get('ti_concept_embeddings', ''))} --lora {_e(self.result.files['lora_concept'])}"
+            "</code>.</p>",
+            self._figure("lora_concept_loss", "LoRA loss"),
+        ])
+
     def _samples(self) -> str:
         c = self.result.config
         return "\n".join([
-            "<h2>3. Samples</h2>",
+            "<h2>4. Samples</h2>",
             f"<p>One row per prompt, one column per seed ({c.seed} to {c.seed + c.samples - 1}); each column "
             "starts from the same noise.</p>",
-            self._figure("samples", "emotion prompts, emotion tokens and the concept", scale=3),
+            self._figure("samples", "emotion prompts, emotion tokens and the concept (with its LoRA)", scale=3),
         ])
 
     def _interpolation(self) -> str:
         c = self.result.config
         return "\n".join([
-            "<h2>4. Interpolation</h2>",
+            "<h2>5. Interpolation</h2>",
             f"<p><code>{_e(c.concept_token)}</code> to <code>&lt;{_e(c.mix_with.replace(' ', '-'))}&gt;</code> "
             "(slerp of the token embeddings, same noise for every image; alpha is the share of the second).</p>",
             self._figure("interpolation_grid", "sweep", scale=3), self._figure("interpolation_gif", "GIF", scale=3),
@@ -112,7 +137,7 @@ class _Page:
         origin = (f"trained from scratch for {j.get('epochs')} epochs on {j.get('train_images')} images"
                   if j.get("source") == "trained" else f"loaded from <code>{_e(j.get('source', ''))}</code>")
         return "\n".join([
-            "<h2>5. Judge and success rates</h2>",
+            "<h2>6. Judge and success rates</h2>",
             f"<p>A ResNet-50 with classes {_e(', '.join(j.get('class_names', [])))}, {origin}.{accuracy}</p>",
             self._figure("classifier_history", "judge training"), self._figure("confusion_matrix", "held-out faces"),
             self._figure("misclassified", "held-out faces it got wrong"),
@@ -139,8 +164,10 @@ class _Page:
                 "intended one (chance 25 %).</p>")
 
     def _generations(self) -> str:
+        from kerasemote.demo import row_label
+
         figures = "".join(
-            f'<figure><img class=px src="{_e(s.folder)}/grid.png" alt=""><figcaption>{_e(s.prompt)}</figcaption>'
+            f'<figure><img class=px src="{_e(s.folder)}/grid.png" alt=""><figcaption>{_e(row_label(s.prompt, s.kind))}</figcaption>'
             "</figure>" for s in self.result.scores
         )
         return f"<details><summary>Every scored image</summary>{figures}</details>" if figures else ""

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from kerasemote.cli import main
-from kerasemote.demo import EMOTION_PROMPTS, DemoConfig, other_emoji_rows, open_sources, prompt_rows
+from kerasemote.demo import (EMOTION_PROMPTS, LORA_KIND, DemoConfig, other_emoji_rows, open_sources, prompt_rows,
+                             sample_grid)
 from kerasemote.embeddings import initializer_rows
 from kerasemote.model import StableDiffusion
 
@@ -25,16 +26,18 @@ def test_demo_runs_every_stage_and_writes_the_page_and_the_table(tiny_dir, tmp_p
     out = tmp_path / "demo"
     code = main(["demo", "--out", str(out), "--model", tiny_dir, "--sources", "twemoji", "--steps", "2",
                  "--batch-size", "2", "--samples", "2", "--sample-steps", "2", "--num-images", "2",
-                 "--classifier-epochs", "1", "--no-progress"])
+                 "--concept-lora-steps", "2", "--classifier-epochs", "1", "--no-progress"])
     assert code == 0
 
     summary = json.loads((out / "demo.json").read_text())
     for kind, file in summary["files"].items():
         assert (out / file).is_file() and (out / file).stat().st_size > 0, kind
     for kind in ("samples", "interpolation_grid", "interpolation_gif", "ti_concept_loss", "ti_emotions_loss",
-                 "classifier_history", "confusion_matrix", "success_json", "success_csv", "index"):
+                 "lora_concept", "lora_concept_loss", "classifier_history", "confusion_matrix", "success_json",
+                 "success_csv", "index"):
         assert kind in summary["files"], kind
-    assert list(summary["timings"]) == ["data", "textual inversion", "samples", "interpolation", "judge", "report"]
+    assert list(summary["timings"]) == ["data", "textual inversion", "lora", "samples", "interpolation", "judge",
+                                        "report"]
     assert summary["sources"] == ["twemoji"] and summary["data"]["concept_images"]
 
     # The embeddings are the project's files, one token per learned concept.
@@ -50,20 +53,66 @@ def test_demo_runs_every_stage_and_writes_the_page_and_the_table(tiny_dir, tmp_p
         near = {w: np.linalg.norm(learned - initializer_rows(base, token, w, 1)[0]) for w in (word, "face")}
         assert near[word] < near["face"], (token, near)
 
-    # One scored row per prompt: four emotion prompts, four tokens, the concept.
+    # The concept's adapters are the project's LoRA file, on the UNet's attention and convs.
+    from kerasemote.lora_files import read_lora
+
+    lora = read_lora(str(out / summary["files"]["lora_concept"]))
+    assert lora.rank == 8 and lora.targets == ["attention", "convs"] and any("conv" in k for k in lora.layers)
+
+    # One scored row per prompt: four emotion prompts, four tokens, the concept without and with its LoRA.
     rows = list(csv.DictReader((out / "success_rates.csv").open(encoding="utf-8")))
-    assert [r["prompt"] for r in rows] == [p for p, _, _ in prompt_rows("<broccoli>")]
+    assert [(r["prompt"], r["kind"]) for r in rows] == [(p, k) for p, k, _ in prompt_rows("<broccoli>", lora=True)]
+    assert [r["kind"] for r in rows[-2:]] == ["concept", LORA_KIND]
     assert all(int(r["num_images"]) == 2 for r in rows)
-    assert [r["intended"] for r in rows[:4]] == list(EMOTION_PROMPTS) and rows[-1]["intended"] == "broccoli"
+    assert [r["intended"] for r in rows[:4]] == list(EMOTION_PROMPTS)
+    assert [r["intended"] for r in rows[-2:]] == ["broccoli", "broccoli"]
     assert rows[-1]["emotion_rate"] == "" and all(r["emotion_rate"] for r in rows[:8])
+    assert rows[-1]["folder"] != rows[-2]["folder"] and rows[-1]["folder"].endswith("LoRA")
     scores = json.loads((out / "success_rates.json").read_text())
     assert scores["judge"]["class_names"] == ["angry", "happy", "in love", "sad", "broccoli", "other"]
 
     page = (out / "index.html").read_text(encoding="utf-8")
-    for file in ("samples.png", "interpolation/sweep.gif", "classifier/history.png", "a &lt;happy&gt; emoji"):
+    for file in ("samples.png", "interpolation/sweep.gif", "classifier/history.png", "a &lt;happy&gt; emoji",
+                 "lora/broccoli/lora.npz", "a &lt;broccoli&gt; emoji + LoRA", "<code>love</code>"):
         assert file in page, file
     printed = capsys.readouterr().out
     assert "a smiling face with heart-eyes emoji" in printed and "among emotions" in printed
+    assert "a <broccoli> emoji + LoRA" in printed
+
+
+class _FakeModel:
+    """Draws every image in one grey level, so a grid cell tells which model drew it."""
+
+    class config:
+        vae_downsample, image_size, latent_channels = 4, 8, 4
+
+    def __init__(self, level: int):
+        self.level, self.prompts = level, []
+
+    def generate(self, prompts, init_latents, seed, progress, **kwargs):
+        assert len(init_latents) == len(prompts)
+        self.prompts += list(prompts)
+        return np.full((len(prompts), 8, 8, 3), self.level, np.uint8)
+
+
+def test_the_sample_grid_draws_the_lora_row_with_the_lora_model_only(monkeypatch):
+    from kerasemote import images as image_io
+
+    drawn = {}
+    monkeypatch.setattr(image_io, "save_grid", lambda images, path, cols, labels: drawn.update(
+        images=images, labels=labels) or path)
+    plain, adapted = _FakeModel(10), _FakeModel(200)
+    rows = prompt_rows("<broccoli>", lora=True)
+    config = DemoConfig(samples=2)
+    sample_grid({"": plain, LORA_KIND: adapted}, rows, config, "grid.png")
+
+    levels = drawn["images"].reshape(len(rows), config.samples, -1)[:, :, 0]  # (rows, seeds)
+    assert levels[:-1].tolist() == [[10, 10]] * (len(rows) - 1) and levels[-1].tolist() == [200, 200]
+    assert adapted.prompts == ["a <broccoli> emoji"] * 2 and len(plain.prompts) == 2 * (len(rows) - 1)
+    assert drawn["labels"][-2:] == ["a <broccoli> emoji + LoRA", ""]
+    # One model is the plain model of every row.
+    sample_grid(plain, prompt_rows("<broccoli>"), config, "grid.png")
+    assert drawn["images"].shape[0] == len(prompt_rows("<broccoli>")) * config.samples
 
 
 def test_missing_emoji_sets_are_skipped_and_none_at_all_names_the_extra(monkeypatch):

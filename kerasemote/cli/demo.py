@@ -17,8 +17,8 @@ def register(subparsers) -> None:
         help="the whole mission on the tiny model: data, textual inversion, samples, mixing, success rates",
         description=(
             "Prepare the packaged emoji sets at 64 px, learn <broccoli> from its images and <happy> <sad> <angry> "
-            "<in-love> from the labelled faces (textual inversion), draw the emotion prompts, tokens and the "
-            "concept, mix the concept with an emotion, train a ResNet-50 judge (four emotions, the concept, other "
+            "<in-love> from the labelled faces (textual inversion), LoRA adapters for the concept on top of its "
+            "token, draw the emotion prompts, tokens and the concept (with and without its LoRA), mix the concept with an emotion, train a ResNet-50 judge (four emotions, the concept, other "
             "emoji) and score --num-images generations per prompt. Writes OUT/index.html with every figure, the "
             "success-rate table and the timings; 6 to 17 minutes on 2 CPU cores with the defaults (machines vary)."
         ),
@@ -40,6 +40,13 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=d["batch_size"],
                    help=f"textual-inversion batch size (default {d['batch_size']})")
     p.add_argument("--learning-rate", type=float, help="textual-inversion learning rate (default the strategy's, 5e-3)")
+    p.add_argument("--concept-lora-steps", type=int, default=d["concept_lora_steps"],
+                   help="steps of LoRA adapters (UNet attention and convs) learned from the concept's images on "
+                        f"top of its token, drawn as one more row; 0: none (default {d['concept_lora_steps']})")
+    p.add_argument("--concept-lora-rank", type=int, default=d["concept_lora_rank"],
+                   help=f"their rank (default {d['concept_lora_rank']})")
+    p.add_argument("--concept-lora-learning-rate", type=float, default=d["concept_lora_learning_rate"],
+                   help=f"their learning rate (default {d['concept_lora_learning_rate']:g})")
     p.add_argument("--samples", type=int, default=d["samples"],
                    help=f"seeds per prompt in the sample grid (default {d['samples']})")
     p.add_argument("--sample-steps", type=int, default=d["sample_steps"],
@@ -68,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, sources=tuple(s.strip() for s in args.sources.split(",") if s.strip()), data=args.data,
         concept=args.concept, init_token=args.init_token, emotion_init=args.emotion_init, steps=args.steps,
         batch_size=args.batch_size,
-        learning_rate=args.learning_rate, samples=args.samples, sample_steps=args.sample_steps,
+        learning_rate=args.learning_rate, concept_lora_steps=args.concept_lora_steps,
+        concept_lora_rank=args.concept_lora_rank, concept_lora_learning_rate=args.concept_lora_learning_rate,
+        samples=args.samples, sample_steps=args.sample_steps,
         guidance=args.guidance, mix_with=args.mix_with, classifier=args.classifier,
         classifier_epochs=args.classifier_epochs, judge_other=args.judge_other, num_images=args.num_images,
         seed=args.seed,
