@@ -44,8 +44,8 @@ class _Page:
             f"<p>Model <code>{_e(c.model)}</code>, {c.size} px, {c.sample_steps} DDIM steps, guidance "
             f"{c.guidance:g}, seed {c.seed}. Everything below was made offline by <code>kerasemote demo</code> in "
             f"<b>{self.result.total_seconds:.0f} s</b>.</p>",
-            self._timings(), self._data(), self._textual_inversion(), self._lora(), self._samples(), self._interpolation(),
-            self._judge(), self._notes(), "</body></html>",
+            self._timings(), self._data(), self._textual_inversion(), self._lora(), self._samples(),
+            self._interpolation(), self._judge(), self._notes(), "</body></html>",
         ]
         return "\n".join(p for p in parts if p)
 
@@ -167,8 +167,8 @@ class _Page:
         from kerasemote.demo import row_label
 
         figures = "".join(
-            f'<figure><img class=px src="{_e(s.folder)}/grid.png" alt=""><figcaption>{_e(row_label(s.prompt, s.kind))}</figcaption>'
-            "</figure>" for s in self.result.scores
+            f'<figure><img class=px src="{_e(s.folder)}/grid.png" alt="">'
+            f"<figcaption>{_e(row_label(s.prompt, s.kind))}</figcaption></figure>" for s in self.result.scores
         )
         return f"<details><summary>Every scored image</summary>{figures}</details>" if figures else ""
 
