@@ -19,8 +19,9 @@ def register(subparsers) -> None:
             "Prepare the packaged emoji sets at 64 px, learn <broccoli> from its images and <happy> <sad> <angry> "
             "<in-love> from the labelled faces (textual inversion), LoRA adapters for the concept on top of its "
             "token, draw the emotion prompts, tokens and the concept (with and without its LoRA), mix the concept "
-            "with an emotion, train a ResNet-50 judge (four emotions, the concept, other emoji) and score --num-images generations per prompt. Writes OUT/index.html with every figure, the "
-            "success-rate table and the timings; 6 to 17 minutes on 2 CPU cores with the defaults (machines vary)."
+            "with an emotion, train a ResNet-50 judge (four emotions, the concept, other emoji) and score "
+            "--num-images generations per prompt. Writes OUT/index.html with every figure, the success-rate table "
+            "and the timings; 5 to 18 minutes on 2 CPU cores with the defaults (machines vary)."
         ),
     )
     p.add_argument("--out", default="demo", help="output folder (default demo)")
