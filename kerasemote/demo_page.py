@@ -99,7 +99,7 @@ class _Page:
             return "<h2>3. LoRA</h2><p class=note>Skipped (<code>--concept-lora-steps 0</code>).</p>"
         return "\n".join([
             "<h2>3. LoRA</h2>",
-            f"<p>Adapters of rank {c.concept_lora_rank} on the UNet's {', '.join(CONCEPT_LORA_TARGETS)}, trained "
+            f"<p>Adapters of rank {c.concept_lora_rank} on the UNet's {' and '.join(CONCEPT_LORA_TARGETS)}, trained "
             f"{c.concept_lora_steps} steps (learning rate {c.concept_lora_learning_rate:g}) on the same concept "
             f"images with <code>{_e(c.concept_token)}</code> in the captions, in a second copy of the model: the "
             "token alone steers what the model already draws, the adapters change how it draws. Only the rows "
