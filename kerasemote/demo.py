@@ -18,7 +18,7 @@ Stages (each timed; ``OUT`` is the output folder):
 7. report: ``OUT/index.html`` with every figure, the table and the timings.
 
 Example:
-    >>> result = run_demo("demo")                     # kerasemote-tiny, 6-17 minutes on 2 cores
+    >>> result = run_demo("demo")                     # kerasemote-tiny, 4-19 minutes on 2 cores
     >>> print(result.format_table())
 """
 
@@ -61,7 +61,7 @@ def concept_slug(concept: str) -> str:
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """What the demo runs; the defaults took 6 to 17 minutes on 2 CPU cores (machines vary).
+    """What the demo runs; the defaults take about 4 to 19 minutes on 2 CPU cores (machines vary).
 
     Args:
         model: preset name or model directory (a text-to-image model trained on emoji).
@@ -521,9 +521,14 @@ def row_label(prompt: str, kind: str) -> str:
     return f"{prompt} + LoRA" if kind == LORA_KIND else prompt
 
 
-def _model_for(models: Mapping[str, object], kind: str):
-    """The model that draws rows of ``kind``: its own entry, else the plain one (key ``""``)."""
-    return models.get(kind, models[""])
+def _as_models(models) -> Mapping[str, object]:
+    """One model, or kind -> model with ``""`` the model of every kind without its own entry."""
+    return models if isinstance(models, Mapping) else {"": models}
+
+
+def _model_key(models: Mapping[str, object], kind: str) -> str:
+    """The key of the model that draws rows of ``kind``: the kind's own entry, else ``""``."""
+    return kind if kind in models else ""
 
 
 def _generate_kwargs(config: DemoConfig) -> dict:
@@ -540,21 +545,20 @@ def sample_grid(models, rows: Sequence[tuple[str, str, str]], config: DemoConfig
     from kerasemote import images as image_io
     from kerasemote.pipeline import initial_noise
 
-    models = models if isinstance(models, Mapping) else {"": models}
+    models = _as_models(models)
     plain = models[""]
     factor, size = plain.config.vae_downsample, plain.config.image_size
-    groups: dict[int, list[int]] = {}  # model -> the rows it draws, so each model draws its rows in one batch
+    groups: dict[str, list[int]] = {}  # model key -> the rows it draws, so each model draws its rows in one batch
     for r, (_, kind, _) in enumerate(rows):
-        groups.setdefault(id(_model_for(models, kind)), []).append(r)
-    by_id = {id(m): m for m in models.values()}
+        groups.setdefault(_model_key(models, kind), []).append(r)
     columns = []
     for s in tqdm(range(config.samples), desc="samples", disable=not config.progress, leave=False):
         noise = initial_noise((1, size // factor, size // factor, plain.config.latent_channels), config.seed + s)
         column = np.zeros((len(rows), size, size, 3), np.uint8)
         for key, members in groups.items():
-            column[members] = by_id[key].generate([rows[r][0] for r in members], seed=config.seed + s,
-                                                  init_latents=np.repeat(noise, len(members), axis=0),
-                                                  progress=False, **_generate_kwargs(config))
+            column[members] = models[key].generate([rows[r][0] for r in members], seed=config.seed + s,
+                                                   init_latents=np.repeat(noise, len(members), axis=0),
+                                                   progress=False, **_generate_kwargs(config))
         columns.append(column)
     images = np.stack(columns, axis=1).reshape(-1, size, size, 3)  # (prompts * seeds, S, S, 3), row-major
     labels = [row_label(prompt, kind) if s == 0 else "" for prompt, kind, _ in rows for s in range(config.samples)]
@@ -688,7 +692,7 @@ def score_prompts(models, classifier, rows: Sequence[tuple[str, str, str]], conf
     from kerasemote import classification as clf
     from kerasemote import images as image_io
 
-    models = models if isinstance(models, Mapping) else {"": models}
+    models = _as_models(models)
     scores = []
     emotion_classes = [_class_or_none(label, classifier.class_names) for label in EMOTION_PROMPTS]
     emotion_index = [classifier.class_names.index(c) for c in emotion_classes if c is not None]
@@ -699,7 +703,7 @@ def score_prompts(models, classifier, rows: Sequence[tuple[str, str, str]], conf
                          f"(its classes: {classifier.class_names})")
             log(f"  {notes[-1]}")
             continue
-        images = _generate_many(_model_for(models, kind), prompt, config, seed=config.seed + 1000 * (r + 1))
+        images = _generate_many(models[_model_key(models, kind)], prompt, config, seed=config.seed + 1000 * (r + 1))
         report = clf.score_images(classifier, images, label)
         folder = os.path.join(out_dir, "scores", f"{r:02d}_{_file_slug(row_label(prompt, kind))}")
         image_io.save_images(images, folder)

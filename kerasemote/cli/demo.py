@@ -21,7 +21,7 @@ def register(subparsers) -> None:
             "token, draw the emotion prompts, tokens and the concept (with and without its LoRA), mix the concept "
             "with an emotion, train a ResNet-50 judge (four emotions, the concept, other emoji) and score "
             "--num-images generations per prompt. Writes OUT/index.html with every figure, the success-rate table "
-            "and the timings; 5 to 18 minutes on 2 CPU cores with the defaults (machines vary)."
+            "and the timings; 4 to 19 minutes on 2 CPU cores with the defaults (machines vary)."
         ),
     )
     p.add_argument("--out", default="demo", help="output folder (default demo)")
