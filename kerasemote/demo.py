@@ -436,32 +436,52 @@ def _counts(names: Sequence[str]) -> dict[str, int]:
 
 def _learn_concepts(model, concept_set, faces, out_dir: str, config: DemoConfig, result: DemoResult, log) -> None:
     from kerasemote import images as image_io
-    from kerasemote.training import TextualInversion, TrainConfig, train
+    from kerasemote.embeddings import BUNDLE_FILE
+    from kerasemote.training import TextualInversion, TrainConfig
 
     train_config = TrainConfig(steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
                                seed=config.seed, progress=config.progress)
     token = config.concept_token
     runs = [
-        ("concept", replace(concept_set, concepts=(token,) * len(concept_set)),
-         TextualInversion({token: token}, init=config.init_token)),
+        ("concept", _as_token_set(concept_set, token), TextualInversion({token: token}, init=config.init_token)),
         ("emotions", faces, TextualInversion({label: EMOTION_TOKENS[label] for label in faces.concept_names},
                                              init=config.emotion_init or EMOTION_WORDS)),
     ]
     for name, images, strategy in runs:
         run_dir = os.path.join(out_dir, "ti", concept_slug(config.concept) if name == "concept" else name)
         log(f"  {' '.join(strategy.placeholders)}: {len(images)} images, {config.steps} steps -> {run_dir}")
-        outcome = train(model, strategy, images, train_config, run_dir)
-        if outcome.status != "completed":
-            raise RuntimeError(f"Textual inversion of {strategy.placeholders} stopped: {outcome.status} loss at "
-                               f"step {outcome.step + 1}; try a lower learning rate.")
-        key = "concept" if name == "concept" else "emotions"
-        result.files[f"ti_{key}_embeddings"] = os.path.relpath(os.path.join(run_dir, "embeddings.npz"), out_dir)
-        if os.path.exists(os.path.join(run_dir, "loss.png")):
-            result.files[f"ti_{key}_loss"] = os.path.relpath(os.path.join(run_dir, "loss.png"), out_dir)
-        result.data[f"ti_{key}_final_loss"] = float(np.mean(outcome.losses[-20:]))
+        key = f"ti_{name}"
+        _train_run(model, strategy, images, train_config, run_dir, out_dir, result, key,
+                   (f"{key}_embeddings", BUNDLE_FILE),
+                   failed=f"Textual inversion of {strategy.placeholders}", advice="try a lower learning rate")
     strip = image_io.save_grid(concept_set.images, os.path.join(out_dir, "ti", "concept_images.png"),
                                cols=len(concept_set), labels=list(concept_set.concepts))
     result.files["concept_images"] = os.path.relpath(strip, out_dir)
+
+
+def _as_token_set(concept_set, token: str):
+    """The concept's images, each captioned by the concept's token."""
+    return replace(concept_set, concepts=(token,) * len(concept_set))
+
+
+def _train_run(model, strategy, images, settings, run_dir: str, out_dir: str, result: DemoResult, key: str,
+               output: tuple[str, str], failed: str, advice: str) -> None:
+    """Train one run of the demo and record it: ``output`` (files key, file name in ``run_dir``),
+    ``{key}_loss`` (its loss plot, when written) and ``result.data[{key}_final_loss]``.
+
+    Raises:
+        RuntimeError: the loss went NaN/inf (``failed`` names the run, ``advice`` what to try).
+    """
+    from kerasemote.training import train
+
+    outcome = train(model, strategy, images, settings, run_dir)
+    if outcome.status != "completed":
+        raise RuntimeError(f"{failed} stopped: {outcome.status} loss at step {outcome.step + 1}; {advice}.")
+    files_key, name = output
+    result.files[files_key] = os.path.relpath(os.path.join(run_dir, name), out_dir)
+    if os.path.exists(os.path.join(run_dir, "loss.png")):
+        result.files[f"{key}_loss"] = os.path.relpath(os.path.join(run_dir, "loss.png"), out_dir)
+    result.data[f"{key}_final_loss"] = float(np.mean(outcome.losses[-20:]))
 
 
 # ---------------------------------------------------------------------- 3. LoRA
@@ -476,7 +496,8 @@ def _learn_concept_lora(concept_set, out_dir: str, config: DemoConfig, result: D
     """
     from kerasemote.embeddings import load_embeddings
     from kerasemote.model import load_model
-    from kerasemote.training import LoRA, TrainConfig, train
+    from kerasemote.training import LoRA, TrainConfig
+    from kerasemote.training.lora import LORA_FILE
 
     token = config.concept_token
     model = load_model(config.model)
@@ -488,14 +509,9 @@ def _learn_concept_lora(concept_set, out_dir: str, config: DemoConfig, result: D
         f"{len(concept_set)} images, {config.concept_lora_steps} steps -> {run_dir}")
     settings = TrainConfig(steps=config.concept_lora_steps, batch_size=config.batch_size,
                            learning_rate=config.concept_lora_learning_rate, seed=config.seed, progress=config.progress)
-    outcome = train(model, strategy, replace(concept_set, concepts=(token,) * len(concept_set)), settings, run_dir)
-    if outcome.status != "completed":
-        raise RuntimeError(f"The LoRA of {token} stopped: {outcome.status} loss at step {outcome.step + 1}; "
-                           "try a lower concept_lora_learning_rate.")
-    result.files["lora_concept"] = os.path.relpath(os.path.join(run_dir, "lora.npz"), out_dir)
-    if os.path.exists(os.path.join(run_dir, "loss.png")):
-        result.files["lora_concept_loss"] = os.path.relpath(os.path.join(run_dir, "loss.png"), out_dir)
-    result.data["lora_concept_final_loss"] = float(np.mean(outcome.losses[-20:]))
+    _train_run(model, strategy, _as_token_set(concept_set, token), settings, run_dir, out_dir, result,
+               "lora_concept", ("lora_concept", LORA_FILE), failed=f"The LoRA of {token}",
+               advice="try a lower concept_lora_learning_rate")
     return model
 
 
