@@ -376,7 +376,8 @@ def train_vae(model: StableDiffusion, images: np.ndarray, settings: PretrainSett
     if decoder_only and anchor_encoder is not None:
         raise ValueError("train_vae: decoder_only (stage 1b) and anchor_encoder (stage 1c) exclude each other.")
     stage = DECODER_DIR if decoder_only else NEW_VAE_DIR if anchor_encoder is not None else VAE_DIR
-    total = {VAE_DIR: settings.vae_steps, DECODER_DIR: settings.decoder_steps, NEW_VAE_DIR: settings.new_vae_steps}[stage]
+    total = {VAE_DIR: settings.vae_steps, DECODER_DIR: settings.decoder_steps,
+             NEW_VAE_DIR: settings.new_vae_steps}[stage]
     variables = vae_variables(model, decoder_only)
     schedule = LearningRate(settings.vae_learning_rate, total, min(100, total), "constant")
     optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=1e-4, name="vae_optimizer")
