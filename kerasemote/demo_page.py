@@ -134,11 +134,24 @@ class _Page:
         accuracy = (f" Accuracy on the {j['test_images']} real faces of the test split ({_e(held_out)}; every "
                     f"vendor of an emoji stays in one split): <b>{j['test_accuracy']:.1%}</b>."
                     if "test_accuracy" in j else "")
-        origin = (f"trained from scratch for {j.get('epochs')} epochs on {j.get('train_images')} images"
-                  if j.get("source") == "trained" else f"loaded from <code>{_e(j.get('source', ''))}</code>")
+        classes = _e(", ".join(j.get("class_names", [])))
+        if j.get("source") == "trained":
+            runs = j.get("runs", {})
+            gate = runs.get("gate", {})
+            members = [r for name, r in runs.items() if name != "gate"]
+            faces = members[0]["images"] if members else {}
+            about = (f"<p>Classes {classes}. Trained from scratch here, {j.get('epochs')} epochs each: a ResNet-50 "
+                     f"<i>gate</i> ({_e(_counts_text(gate.get('images', {})))}) tells a face from the concept and "
+                     f"other emoji; {len(members)} ResNet-50s on the four emotions' faces only "
+                     f"({_e(_counts_text(faces))}), one seed each, tell which emotion a face shows. A face's "
+                     "emotion is their averaged answer times the gate's <i>face</i> probability. One network "
+                     "for every class, from one seed, judged the same images very differently from run to run "
+                     f"(too few faces to learn from); averaging seeds steadies it.{accuracy}</p>")
+        else:
+            about = f"<p>Classes {classes}, loaded from <code>{_e(j.get('source', ''))}</code>.{accuracy}</p>"
         return "\n".join([
             "<h2>6. Judge and success rates</h2>",
-            f"<p>A ResNet-50 with classes {_e(', '.join(j.get('class_names', [])))}, {origin}.{accuracy}</p>",
+            about,
             self._figure("classifier_history", "judge training"), self._figure("confusion_matrix", "held-out faces"),
             self._figure("misclassified", "held-out faces it got wrong"),
             self._table(),
@@ -198,3 +211,7 @@ class _Page:
 
 def _e(text) -> str:
     return html.escape(str(text), quote=True)
+
+
+def _counts_text(counts: dict) -> str:
+    return ", ".join(f"{name} {n}" for name, n in counts.items())

@@ -131,6 +131,7 @@ def token_sweep(
 ) -> np.ndarray:
     """One image per alpha: ``prompt`` (with ``{}``) filled with the mixed token; same noise for all."""
     _check_template(prompt)
+    progress = generate_kwargs.pop("progress", True)
     noise = _fixed_noise(model, 1, seed, generate_kwargs)
     # One placeholder for the whole sweep whose rows change per alpha: a new token per alpha
     # would rebuild (and retrace) the text encoder for every image.
@@ -138,9 +139,9 @@ def token_sweep(
     return _one_by_one(
         lambda a: model.generate(
             prompt.format(add_mixed_token(model, token_a, token_b, a, method, name=name)),
-            init_latents=noise, seed=seed, **generate_kwargs,
+            init_latents=noise, seed=seed, progress=False, **generate_kwargs,
         ),
-        alphas,
+        alphas, progress,
     )
 
 
@@ -151,12 +152,14 @@ def context_sweep(
     """One image per alpha, mixing the two encoded prompts; same initial noise for all."""
     # Each prompt encoded alone, exactly as ``generate(prompt)`` would encode it.
     context_a, context_b = model.encode_text([prompt_a]), model.encode_text([prompt_b])
+    progress = generate_kwargs.pop("progress", True)
     noise = _fixed_noise(model, 1, seed, generate_kwargs)
     return _one_by_one(
         lambda a: model.generate(
-            context=mix(context_a, context_b, a, method), init_latents=noise, seed=seed, **generate_kwargs
+            context=mix(context_a, context_b, a, method), init_latents=noise, seed=seed, progress=False,
+            **generate_kwargs,
         ),
-        alphas,
+        alphas, progress,
     )
 
 
@@ -177,20 +180,24 @@ def context_grid(
     for row in fractions(num):
         left, right = mix(tl, bl, row, method), mix(tr, br, row, method)
         contexts.extend(mix(left, right, col, method) for col in fractions(num))
+    progress = generate_kwargs.pop("progress", True)
     noise = _fixed_noise(model, 1, seed, generate_kwargs)
     return _one_by_one(
-        lambda context: model.generate(context=context, init_latents=noise, seed=seed, **generate_kwargs),
-        contexts,
+        lambda context: model.generate(context=context, init_latents=noise, seed=seed, progress=False,
+                                       **generate_kwargs),
+        contexts, progress,
     )
 
 
-def _one_by_one(make, items) -> np.ndarray:
+def _one_by_one(make, items, progress: bool = True) -> np.ndarray:
     """One ``generate`` call per item (batch of one), so each image is exactly what the same
-    call alone would give: batching changes float rounding in the last bits."""
+    call alone would give: batching changes float rounding in the last bits. One bar over the
+    items (``progress=False``: none), none per image."""
     from tqdm.auto import tqdm
 
     items = list(items)
-    return np.concatenate([make(item) for item in tqdm(items, desc="interpolating", leave=False)], axis=0)
+    bar = tqdm(items, desc="interpolating", leave=False, disable=not progress)
+    return np.concatenate([make(item) for item in bar], axis=0)
 
 
 def _fixed_noise(model: "StableDiffusion", n: int, seed: int, kwargs: dict) -> np.ndarray:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from kerasemote.cli import main
-from kerasemote.demo import (EMOTION_PROMPTS, LORA_KIND, DemoConfig, other_emoji_rows, open_sources, prompt_rows,
-                             sample_grid)
+from kerasemote.demo import (EMOTION_PROMPTS, LORA_KIND, DemoConfig, judge_emotion_set, judge_gate_set,
+                             other_emoji_rows, open_sources, prompt_rows, sample_grid)
 from kerasemote.embeddings import initializer_rows
 from kerasemote.model import StableDiffusion
 
@@ -70,6 +70,15 @@ def test_demo_runs_every_stage_and_writes_the_page_and_the_table(tiny_dir, tmp_p
     assert rows[-1]["folder"] != rows[-2]["folder"] and rows[-1]["folder"].endswith("LoRA")
     scores = json.loads((out / "success_rates.json").read_text())
     assert scores["judge"]["class_names"] == ["angry", "happy", "in love", "sad", "broccoli", "other"]
+    # The judge: a gate and three emotion networks of three seeds, saved so that --classifier reloads it.
+    from kerasemote.classification import EnsembleClassifier, GatedClassifier, load_classifier
+
+    assert list(scores["judge"]["runs"]) == ["gate", "emotions 1", "emotions 2", "emotions 3"]
+    assert [r["seed"] for r in scores["judge"]["runs"].values()] == [0, 0, 1, 2]
+    judge = load_classifier(out / "classifier")
+    assert isinstance(judge, GatedClassifier) and isinstance(judge.expert, EnsembleClassifier)
+    assert judge.gate.class_names == ["face", "broccoli", "other"] and len(judge.expert.members) == 3
+    assert judge.class_names == scores["judge"]["class_names"]
 
     page = (out / "index.html").read_text(encoding="utf-8")
     for file in ("samples.png", "interpolation/sweep.gif", "classifier/history.png", "a &lt;happy&gt; emoji",
@@ -149,7 +158,49 @@ def test_the_judges_other_class_holds_no_face_and_not_the_concept():
     assert [r["description"] for r in pool] == ["pizza", "cat"]
 
 
+def _prepared(tmp_path, rows):
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    with open(tmp_path / "metadata.jsonl", "w", encoding="utf-8") as f:
+        for i, (description, label, split) in enumerate(rows):
+            Image.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / "images" / f"{i}.png")
+            f.write(json.dumps({"file": f"images/{i}.png", "caption": description, "vendor": "twemoji",
+                                "description": description, "label": label, "split": split}) + "\n")
+    return str(tmp_path)
+
+
+class _Concept:
+    def __init__(self, files):
+        self.files = files
+
+    def __len__(self):
+        return len(self.files)
+
+
+def test_the_gate_draws_its_faces_evenly_over_the_emotions_and_keeps_every_rare_one(tmp_path):
+    rows = ([("grinning face", "happy", "train")] * 20 + [("crying face", "sad", "train")] * 20
+            + [("angry face", "angry", "train")] * 3 + [("kissing face", "in love", "validation")] * 10
+            + [("angry face", "angry", "test")] * 2 + [("red apple", None, "train")] * 5
+            + [("broccoli", None, "train")])
+    data = _prepared(tmp_path, rows)
+    concept = _Concept([f"{data}/images/{len(rows) - 1}.png"])
+    gate = judge_gate_set(data, concept, "broccoli", 8, ("train", "validation"), faces=16, other=4, seed=3)
+    assert gate.class_names == ["face", "broccoli", "other"]
+    assert np.bincount(gate.labels).tolist() == [16, 1, 4]
+    faces = [rows[int(f.rsplit("/", 1)[1][:-4])] for f, y in zip(gate.sources, gate.labels) if y == 0]
+    drawn = {label: sum(r[1] == label for r in faces) for label in EMOTION_PROMPTS}
+    # Round robin in class order (angry, happy, in love, sad): all 3 angry (none from the test split).
+    assert drawn == {"happy": 5, "sad": 4, "angry": 3, "in love": 4}
+    emotions = judge_emotion_set(data, 8, ("train", "validation"))
+    assert emotions.class_names == sorted(EMOTION_PROMPTS)
+    assert np.bincount(emotions.labels).tolist() == [3, 20, 10, 20]
+
+
 def test_a_concept_called_other_needs_a_judge_without_the_other_class():
     with pytest.raises(ValueError, match="may not be called 'other'"):
         DemoConfig(concept="Other")
     assert DemoConfig(concept="other", judge_other=0).concept_token == "<other>"
+    for name in ("face", "Happy"):
+        with pytest.raises(ValueError, match="may not be called 'face' or an emotion"):
+            DemoConfig(concept=name)

@@ -54,6 +54,16 @@ def test_token_sweep_endpoints_reproduce_each_concepts_own_image(model):
     assert np.abs(sweep[1].astype(int) - own_a[0].astype(int)).max() > 0
 
 
+def test_progress_false_silences_the_sweep_bar_and_true_shows_one_bar(model, capsys):
+    quiet = dict(GEN, progress=False)
+    interpolate.token_sweep(model, "<broccoli>", "<happy>", "a {} sticker", [0.0, 1.0], **quiet)
+    interpolate.context_sweep(model, "a cat", "a dog", [0.0, 1.0], **quiet)
+    assert capsys.readouterr().err == ""
+    interpolate.context_sweep(model, "a cat", "a dog", [0.0, 1.0], **dict(GEN, progress=True))
+    err = capsys.readouterr().err
+    assert "interpolating" in err and "sampling" not in err  # one bar, none per image
+
+
 def test_context_sweep_endpoints_reproduce_each_prompt(model):
     sweep = interpolate.context_sweep(model, "a cat", "a dog", [0.0, 1.0], method="lerp", seed=2, **GEN)
     noise = interpolate._fixed_noise(model, 1, 2, GEN)

@@ -9,6 +9,7 @@ Typical use::
 """
 
 from kerasemote.classification.concepts import concept_label, evaluate_concepts
+from kerasemote.classification.ensemble import EnsembleClassifier, GatedClassifier
 from kerasemote.classification.evaluate import (
     ClassMetrics,
     EvaluationReport,
@@ -25,6 +26,7 @@ from kerasemote.classification.images import (
 )
 from kerasemote.classification.model import (
     Classifier,
+    ImageClassifier,
     build_classifier,
     load_classifier,
     resolve_backbone_weights,
@@ -42,6 +44,7 @@ from kerasemote.classification.train import (
     ClassifierTrainConfig,
     TrainResult,
     balanced_class_weights,
+    fit_classifier,
     stratified_split,
     train_classifier,
 )
@@ -51,7 +54,10 @@ __all__ = [
     "Classifier",
     "ClassifierTrainConfig",
     "ConceptScore",
+    "EnsembleClassifier",
     "EvaluationReport",
+    "GatedClassifier",
+    "ImageClassifier",
     "ImagePrediction",
     "LabelledImages",
     "ScoreReport",
@@ -62,6 +68,7 @@ __all__ = [
     "build_classifier",
     "evaluate_and_write",
     "evaluate_classifier",
+    "fit_classifier",
     "list_labelled_folder",
     "load_classifier",
     "load_image",

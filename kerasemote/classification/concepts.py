@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from kerasemote.classification.model import Classifier
+from kerasemote.classification.model import ImageClassifier
 from kerasemote.classification.score import ScoreReport, score_images, write_score
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ def concept_label(concept: str, class_names: Sequence[str]) -> str:
 
 def evaluate_concepts(
     model: "StableDiffusion",
-    classifier: Classifier,
+    classifier: ImageClassifier,
     prompt: str,
     concepts: Sequence[str],
     num_images: int = 16,

@@ -9,7 +9,7 @@ from typing import Union
 import numpy as np
 
 from kerasemote.classification.images import LabelledImages, PathLike, load_labelled_folder
-from kerasemote.classification.model import Classifier, write_json_atomic
+from kerasemote.classification.model import ImageClassifier, write_json_atomic
 from kerasemote.classification.plots import plot_confusion_matrix, plot_image_grid
 
 REPORT_FILE = "evaluation.json"
@@ -104,7 +104,7 @@ def per_class_metrics(matrix: np.ndarray, class_names: list[str]) -> list[ClassM
     ]
 
 
-def as_labelled_set(classifier: Classifier, data: Union[PathLike, LabelledImages]) -> LabelledImages:
+def as_labelled_set(classifier: ImageClassifier, data: Union[PathLike, LabelledImages]) -> LabelledImages:
     """Load a labelled folder in the classifier's class order, or check a LabelledImages' classes."""
     if not isinstance(data, LabelledImages):
         return load_labelled_folder(data, classifier.image_size, classifier.class_names)
@@ -116,7 +116,7 @@ def as_labelled_set(classifier: Classifier, data: Union[PathLike, LabelledImages
 
 
 def evaluate_classifier(
-    classifier: Classifier, data: Union[PathLike, LabelledImages], batch_size: int = 32
+    classifier: ImageClassifier, data: Union[PathLike, LabelledImages], batch_size: int = 32
 ) -> EvaluationReport:
     """Classify a labelled set and measure accuracy and per-class precision/recall.
 
@@ -143,7 +143,7 @@ def evaluate_classifier(
 
 
 def evaluate_and_write(
-    classifier: Classifier, data: Union[PathLike, LabelledImages], out_dir: PathLike
+    classifier: ImageClassifier, data: Union[PathLike, LabelledImages], out_dir: PathLike
 ) -> EvaluationReport:
     """:func:`evaluate_classifier`, then :func:`write_evaluation` into ``out_dir``."""
     data = as_labelled_set(classifier, data)

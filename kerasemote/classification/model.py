@@ -148,8 +148,35 @@ def _speed_up_batchnorm_statistics(model: keras.Model) -> None:
             layer.momentum = 0.9
 
 
+class ImageClassifier:
+    """What every judge offers: class names, an input size and class probabilities per image.
+
+    Subclasses give ``class_names``, ``image_size`` and :meth:`predict_prepared`; a single
+    network (:class:`Classifier`) and classifiers made of several
+    (:mod:`kerasemote.classification.ensemble`) are used the same way.
+    """
+
+    @property
+    def image_size(self) -> int:
+        raise NotImplementedError
+
+    def predict_prepared(self, batch: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Probabilities (N, C) of uint8 images already at (N, S, S, 3)."""
+        raise NotImplementedError
+
+    def predict_proba(self, images: ImageInput, batch_size: int = 32) -> np.ndarray:
+        """Class probabilities (N, C) of an image batch, a list of paths or a folder."""
+        batch, _ = prepare_images(images, self.image_size)
+        return self.predict_prepared(batch, batch_size)
+
+    def predict_labels(self, images: ImageInput, batch_size: int = 32) -> list[str]:
+        """Most likely class name of each image."""
+        probs = self.predict_proba(images, batch_size)
+        return [self.class_names[i] for i in np.argmax(probs, axis=-1)]
+
+
 @dataclass
-class Classifier:
+class Classifier(ImageClassifier):
     """A trained classifier and the names of its classes.
 
     Attributes:
@@ -164,26 +191,18 @@ class Classifier:
     def image_size(self) -> int:
         return int(self.model.input_shape[1])
 
-    def predict_proba(self, images: ImageInput, batch_size: int = 32) -> np.ndarray:
-        """Class probabilities (N, C) of an image batch, a list of paths or a folder."""
-        batch, _ = prepare_images(images, self.image_size)
-        return self.predict_prepared(batch, batch_size)
-
     def predict_prepared(self, batch: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """Probabilities (N, C) of uint8 images already at (N, S, S, 3)."""
         if len(batch) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
         probs = self.model.predict(batch.astype(np.float32), batch_size=batch_size, verbose=0)
         return np.asarray(probs, dtype=np.float32)
 
-    def predict_labels(self, images: ImageInput, batch_size: int = 32) -> list[str]:
-        """Most likely class name of each image."""
-        probs = self.predict_proba(images, batch_size)
-        return [self.class_names[i] for i in np.argmax(probs, axis=-1)]
 
-
-def save_classifier(classifier: Classifier, out_dir: PathLike, extra: dict | None = None) -> Path:
+def save_classifier(classifier: ImageClassifier, out_dir: PathLike, extra: dict | None = None) -> Path:
     """Write ``model.keras`` and ``labels.json`` into ``out_dir`` (each atomically).
+
+    A classifier made of several (an ensemble, a gated pair) is written as a folder per part
+    and a ``labels.json`` that names them; :func:`load_classifier` reads both kinds.
 
     Args:
         classifier: what to save.
@@ -193,6 +212,10 @@ def save_classifier(classifier: Classifier, out_dir: PathLike, extra: dict | Non
     Returns:
         ``out_dir`` as a Path.
     """
+    if not isinstance(classifier, Classifier):
+        from kerasemote.classification.ensemble import save_composite
+
+        return save_composite(classifier, out_dir, extra)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".keras", dir=out)  # Keras insists on the suffix
@@ -217,8 +240,8 @@ def write_json_atomic(path: PathLike, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def read_class_names(labels_path: PathLike) -> list[str]:
-    """Class names from a labels.json, with errors that name the file and key."""
+def read_labels(labels_path: PathLike) -> dict:
+    """The labels.json of a saved classifier, with errors that name the file and key."""
     labels_path = Path(labels_path)
     try:
         meta = json.loads(labels_path.read_text(encoding="utf-8"))
@@ -232,17 +255,27 @@ def read_class_names(labels_path: PathLike) -> list[str]:
             f"Label file {os.fspath(labels_path)!r}: key 'class_names' must be a list of strings, "
             f"found {names!r}."
         )
-    return names
+    return meta
 
 
-def load_classifier(model_dir: PathLike) -> Classifier:
-    """Load ``model.keras`` + ``labels.json`` written by :func:`save_classifier`.
+def read_class_names(labels_path: PathLike) -> list[str]:
+    """Class names from a labels.json, with errors that name the file and key."""
+    return read_labels(labels_path)["class_names"]
+
+
+def load_classifier(model_dir: PathLike) -> ImageClassifier:
+    """Load a classifier written by :func:`save_classifier` (one network or one made of several).
 
     Raises:
         ValueError: the label count does not match the model's outputs.
     """
     model_dir = Path(model_dir)
-    names = read_class_names(model_dir / LABELS_FILE)
+    meta = read_labels(model_dir / LABELS_FILE)
+    if "kind" in meta:
+        from kerasemote.classification.ensemble import load_composite
+
+        return load_composite(model_dir, meta)
+    names = meta["class_names"]
     model_path = model_dir / MODEL_FILE
     if not model_path.is_file():
         raise FileNotFoundError(f"Classifier model {os.fspath(model_path)!r} does not exist.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -32,6 +32,19 @@ def plot_history(history: dict[str, Sequence[float]], path: os.PathLike | str) -
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.legend()
+    return _save(fig, path)
+
+
+def plot_histories(histories: Mapping[str, Mapping[str, Sequence[float]]], path: os.PathLike | str) -> Path:
+    """Training loss and accuracy per epoch of several runs (one line each, named) as a two-panel PNG."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for name, history in histories.items():
+            if metric in history:
+                ax.plot(range(1, len(history[metric]) + 1), history[metric], label=name)
+        ax.set_xlabel("epoch")
+        ax.set_title(f"training {metric}")
+        ax.legend(fontsize="small")
     return _save(fig, path)
 
 

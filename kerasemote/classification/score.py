@@ -12,7 +12,7 @@ from typing import Sequence, Union
 import numpy as np
 
 from kerasemote.classification.images import ImageInput, PathLike, list_labelled_folder, prepare_images
-from kerasemote.classification.model import Classifier, class_index, write_json_atomic
+from kerasemote.classification.model import ImageClassifier, class_index, write_json_atomic
 
 SCORE_CSV = "predictions.csv"
 SCORE_JSON = "scores.json"
@@ -108,7 +108,7 @@ def _expected_list(expected: Union[str, Sequence[str]], n: int) -> list[str]:
 
 
 def score_images(
-    classifier: Classifier,
+    classifier: ImageClassifier,
     images: ImageInput,
     expected: Union[str, Sequence[str]],
     batch_size: int = 32,
@@ -158,7 +158,7 @@ def _concept_scores(
     return scores
 
 
-def score_labelled_folder(classifier: Classifier, folder: PathLike, batch_size: int = 32) -> ScoreReport:
+def score_labelled_folder(classifier: ImageClassifier, folder: PathLike, batch_size: int = 32) -> ScoreReport:
     """Score a folder whose subfolder names are the intended concepts."""
     paths, labels = list_labelled_folder(folder)
     return score_images(classifier, paths, labels, batch_size)

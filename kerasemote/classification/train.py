@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
 import keras
 import numpy as np
@@ -154,6 +154,26 @@ def train_classifier(
         >>> result = train_classifier("emoji_by_emotion/", "clf/",
         ...                           ClassifierTrainConfig(weights="none", image_size=64))
     """
+    classifier, history, train, val = fit_classifier(data, config, val_data, verbose)
+    n_val = 0 if val is None else len(val.labels)
+    out = _save_run(classifier, out_dir, config, history, len(train.labels), n_val)
+    return TrainResult(classifier, history, out, val)
+
+
+def fit_classifier(
+    data: TrainData,
+    config: ClassifierTrainConfig = ClassifierTrainConfig(),
+    val_data: TrainData | None = None,
+    verbose: int | str = "auto",
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> tuple[Classifier, dict[str, list[float]], LabelledImages, LabelledImages | None]:
+    """Train a ResNet-50 classifier in memory (:func:`train_classifier` also saves it).
+
+    Args: as :func:`train_classifier`; ``callbacks`` go to ``keras.Model.fit`` (e.g. a progress bar).
+
+    Returns:
+        (classifier, per-epoch history, the training images, the validation images or None).
+    """
     labelled = _as_labelled(data, config.image_size)
     train, val = _split(labelled, val_data, config)
     keras.utils.set_random_seed(config.seed)
@@ -173,14 +193,11 @@ def train_classifier(
     fit = model.fit(
         train.images.astype(np.float32), train.labels,
         validation_data=(val.images.astype(np.float32), val.labels) if val is not None else None,
-        epochs=config.epochs, batch_size=config.batch_size, callbacks=[stop], shuffle=True,
+        epochs=config.epochs, batch_size=config.batch_size, callbacks=[stop, *callbacks], shuffle=True,
         class_weight=weights, verbose=verbose,
     )
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
-    classifier = Classifier(model=model, class_names=list(labelled.class_names))
-    n_val = 0 if val is None else len(val.labels)
-    out = _save_run(classifier, out_dir, config, history, len(train.labels), n_val)
-    return TrainResult(classifier, history, out, val)
+    return Classifier(model=model, class_names=list(labelled.class_names)), history, train, val
 
 
 def _save_run(

@@ -19,7 +19,8 @@ def register(subparsers) -> None:
             "Prepare the packaged emoji sets at 64 px, learn <broccoli> from its images and <happy> <sad> <angry> "
             "<in-love> from the labelled faces (textual inversion), LoRA adapters for the concept on top of its "
             "token, draw the emotion prompts, tokens and the concept (with and without its LoRA), mix the concept "
-            "with an emotion, train a ResNet-50 judge (four emotions, the concept, other emoji) and score "
+            "with an emotion, train a judge (a ResNet-50 gate: face / the concept / other emoji, and ResNet-50s on the "
+            "four emotions' faces, averaged) and score "
             "--num-images generations per prompt. Writes OUT/index.html with every figure, the success-rate table "
             "and the timings; 4 to 19 minutes on 2 CPU cores with the defaults (machines vary)."
         ),
@@ -56,11 +57,17 @@ def register(subparsers) -> None:
     p.add_argument("--mix-with", default=d["mix_with"], choices=list(EMOTION_PROMPTS),
                    help=f"emotion the concept is interpolated towards (default {d['mix_with']})")
     p.add_argument("--classifier",
-                   help="a trained classifier folder (kerasemote classify train) instead of training one")
+                   help="a judge folder to use instead of training one: OUT/classifier of an earlier demo, or one "
+                        "written by kerasemote classify train")
     p.add_argument("--classifier-epochs", type=int, default=d["classifier_epochs"],
-                   help=f"epochs of the judge (default {d['classifier_epochs']})")
+                   help=f"epochs of each of the judge's ResNet-50s (default {d['classifier_epochs']})")
+    p.add_argument("--judge-members", type=int, default=d["judge_members"],
+                   help="ResNet-50s trained on the four emotions' faces, one seed each, whose averaged "
+                        f"probabilities say which emotion a face shows (default {d['judge_members']})")
+    p.add_argument("--judge-faces", type=int, default=d["judge_faces"],
+                   help=f"emotion faces in the gate's 'face' class (default {d['judge_faces']})")
     p.add_argument("--judge-other", type=int, default=d["judge_other"],
-                   help="images of other emoji (no face, not the concept) in the judge's 'other' class, so that "
+                   help="images of other emoji (no face, not the concept) in the gate's 'other' class, so that "
                         f"a generation that is neither has a class of its own; 0: none (default {d['judge_other']})")
     p.add_argument("--num-images", type=int, default=d["num_images"],
                    help=f"generations scored per prompt (default {d['num_images']})")
@@ -80,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         concept_lora_rank=args.concept_lora_rank, concept_lora_learning_rate=args.concept_lora_learning_rate,
         samples=args.samples, sample_steps=args.sample_steps,
         guidance=args.guidance, mix_with=args.mix_with, classifier=args.classifier,
-        classifier_epochs=args.classifier_epochs, judge_other=args.judge_other, num_images=args.num_images,
+        classifier_epochs=args.classifier_epochs, judge_members=args.judge_members, judge_faces=args.judge_faces,
+        judge_other=args.judge_other, num_images=args.num_images,
         seed=args.seed,
         progress=not args.no_progress,
     )
