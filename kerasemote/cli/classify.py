@@ -43,6 +43,9 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--no-class-weights", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--members", type=int, default=1,
+                   help="train this many classifiers (seeds SEED, SEED+1, ...) and save them as one ensemble "
+                        "whose probabilities are their mean: steadier when data is scarce (default 1)")
     p.set_defaults(func=run_train)
 
 
@@ -70,7 +73,7 @@ def _add_score(commands: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from kerasemote.classification import ClassifierTrainConfig, load_labelled_folder, train_classifier
+    from kerasemote.classification import ClassifierTrainConfig, load_labelled_folder, train_classifier, train_ensemble
 
     config = ClassifierTrainConfig(
         image_size=args.image_size, weights=args.weights, freeze_backbone=args.freeze_backbone,
@@ -79,6 +82,11 @@ def run_train(args: argparse.Namespace) -> int:
         augment=not args.no_augment, class_weighting=not args.no_class_weights, seed=args.seed,
     )
     data = load_labelled_folder(args.data, config.image_size, split=args.split)
+    if args.members != 1:
+        ensemble = train_ensemble(data, args.out, config, args.members, val_data=args.val_data)
+        print(f"classes: {ensemble.class_names}; {args.members} members (seeds {args.seed}.."
+              f"{args.seed + args.members - 1}) in {args.out}/member_*, averaged by {args.out}/labels.json")
+        return 0
     result = train_classifier(data, args.out, config, val_data=args.val_data)
     last = {k: round(v[-1], 4) for k, v in result.history.items()}
     print(f"classes: {result.classifier.class_names}; last epoch: {last}")
