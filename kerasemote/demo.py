@@ -90,7 +90,8 @@ class DemoConfig:
         classifier_epochs: epochs of each of the judge's ResNet-50s (trained from scratch).
         judge_members: ResNet-50s trained on the four emotions' faces (one seed each) whose
             averaged probabilities split the gate's ``face`` class; see :func:`train_judge`.
-        judge_faces: emotion faces (a seeded draw) in the gate's ``face`` class.
+        judge_faces: emotion faces in the gate's ``face`` class (a seeded draw, even over the
+            emotions); None: all of them.
         judge_other: images of other emoji (no face, not the concept) in the gate's
             ``other`` class; 0: no such class (every generation is then called one of the
             four emotions or the concept).
@@ -121,7 +122,7 @@ class DemoConfig:
     classifier: str | None = None
     classifier_epochs: int = 30
     judge_members: int = 3
-    judge_faces: int = 60
+    judge_faces: int | None = None
     judge_other: int = 60
     num_images: int = 32
     seed: int = 0
@@ -140,7 +141,8 @@ class DemoConfig:
             (self.num_images >= 1, "num_images must be >= 1"),
             (self.mix_points >= 2, "mix_points must be >= 2"),
             (self.classifier is not None or self.classifier_epochs >= 1, "classifier_epochs must be >= 1"),
-            (self.judge_members >= 1 and self.judge_faces >= 1, "judge_members and judge_faces must be >= 1"),
+            (self.judge_members >= 1, "judge_members must be >= 1"),
+            (self.judge_faces is None or self.judge_faces >= 1, "judge_faces must be >= 1 (or None: all)"),
             (self.judge_other >= 0, "judge_other must be >= 0"),
             (concept_slug(self.concept) not in EMOTION_PROMPTS and concept_slug(self.concept) != FACE_CLASS,
              f"the concept may not be called {FACE_CLASS!r} or an emotion: the judge has those classes"),
@@ -617,11 +619,11 @@ def judge_emotion_set(data_dir: str, size: int, splits: Sequence[str]):
 
 
 def judge_gate_set(data_dir: str, concept_set, concept: str, size: int, splits: Sequence[str],
-                   faces: int, other: int = 0, seed: int = 0):
+                   faces: int | None = None, other: int = 0, seed: int = 0):
     """What the gate learns: ``face``, the concept, and (with ``other`` > 0) ``other``.
 
-    ``face`` holds a seeded draw of ``faces`` four-emotion faces of ``splits`` (round robin over
-    the emotions, so the rare ones are all in); the concept
+    ``face`` holds the four-emotion faces of ``splits`` (``faces``: a seeded draw of that many,
+    round robin over the emotions so that the rare ones are all in); the concept
     class (the concept's slug, ``broccoli``) all of its images; ``other`` that many images of
     the other emoji of ``splits`` (no face, not the concept), so that a generation that is
     neither has a class of its own instead of landing on the nearer of the two.
@@ -635,6 +637,7 @@ def judge_gate_set(data_dir: str, concept_set, concept: str, size: int, splits: 
     # few of the 15 angry faces, and the gate then calls red angry faces "other".
     groups = [rng.permutation([i for i, r in enumerate(face_rows) if r["label"] == label])
               for label in sorted(EMOTION_PROMPTS)]
+    # faces=None keeps them all.
     picked = sorted([g[k] for k in range(max(map(len, groups))) for g in groups if k < len(g)][:faces])
     classes = [FACE_CLASS, concept_slug(concept)]
     files = [os.path.join(data_dir, face_rows[i]["file"]) for i in picked] + list(concept_set.files)
@@ -707,8 +710,8 @@ def train_judge(data_dir: str, concept_set, judge_dir: str, config: DemoConfig, 
     The judge is a ResNet-50 gate (face / the concept / other) whose ``face`` class is split by
     ``config.judge_members`` ResNet-50s trained on the four emotions' faces alone, each from its
     own seed, their probabilities averaged: P(angry) = P(face) * mean P(angry | face). One
-    network for all six classes and one seed was unsteady: the same images scored 34 % or
-    59 % "angry" from run to run; see the README.
+    network for all six classes and one seed was unsteady: five trainings scored the same
+    plainly angry faces 28 to 69 % "angry"; see the README.
 
     Args:
         facts: filled with what was trained (runs, images, epochs, seconds).

@@ -195,6 +195,10 @@ def test_saved_classifier_predicts_probabilities_like_the_trained_one(trained, e
     assert probs.shape == (4, 4)
     np.testing.assert_allclose(probs.sum(axis=-1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(probs, trained.classifier.predict_proba(emoji_dir / "happy"), atol=1e-5)
+    # Saved without Adam's moments: the file holds about one copy of the weights, not three.
+    assert getattr(loaded.model, "optimizer", None) is None and trained.classifier.model.optimizer is not None
+    weight_bytes = sum(int(np.prod(w.shape)) * 4 for w in loaded.model.weights)
+    assert (trained.out_dir / "model.keras").stat().st_size < 1.5 * weight_bytes
 
 
 def test_label_file_that_disagrees_with_the_model_is_refused(trained, tmp_path):

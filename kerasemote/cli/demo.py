@@ -65,7 +65,7 @@ def register(subparsers) -> None:
                    help="ResNet-50s trained on the four emotions' faces, one seed each, whose averaged "
                         f"probabilities say which emotion a face shows (default {d['judge_members']})")
     p.add_argument("--judge-faces", type=int, default=d["judge_faces"],
-                   help=f"emotion faces in the gate's 'face' class (default {d['judge_faces']})")
+                   help="emotion faces in the gate's 'face' class, drawn evenly over the emotions (default: all)")
     p.add_argument("--judge-other", type=int, default=d["judge_other"],
                    help="images of other emoji (no face, not the concept) in the gate's 'other' class, so that "
                         f"a generation that is neither has a class of its own; 0: none (default {d['judge_other']})")
