@@ -79,6 +79,14 @@ def test_demo_runs_every_stage_and_writes_the_page_and_the_table(tiny_dir, tmp_p
     assert isinstance(judge, GatedClassifier) and isinstance(judge.expert, EnsembleClassifier)
     assert judge.gate.class_names == ["face", "broccoli", "other"] and len(judge.expert.members) == 3
     assert judge.class_names == scores["judge"]["class_names"]
+    # A later run reuses that judge instead of training one.
+    again = tmp_path / "again"
+    assert main(["demo", "--out", str(again), "--model", tiny_dir, "--data", str(out / "data"), "--steps", "1",
+                 "--batch-size", "2", "--samples", "1", "--sample-steps", "1", "--num-images", "1",
+                 "--concept-lora-steps", "0", "--classifier", str(out / "classifier"), "--no-progress"]) == 0
+    reused = json.loads((again / "success_rates.json").read_text())["judge"]
+    assert reused["source"] == str(out / "classifier") and "runs" not in reused
+    assert reused["class_names"] == scores["judge"]["class_names"] and not (again / "classifier" / "gate").exists()
 
     page = (out / "index.html").read_text(encoding="utf-8")
     for file in ("samples.png", "interpolation/sweep.gif", "classifier/history.png", "a &lt;happy&gt; emoji",
