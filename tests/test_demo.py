@@ -26,7 +26,7 @@ def test_demo_runs_every_stage_and_writes_the_page_and_the_table(tiny_dir, tmp_p
     out = tmp_path / "demo"
     code = main(["demo", "--out", str(out), "--model", tiny_dir, "--sources", "twemoji", "--steps", "2",
                  "--batch-size", "2", "--samples", "2", "--sample-steps", "2", "--num-images", "2",
-                 "--concept-lora-steps", "2", "--classifier-epochs", "1", "--no-progress"])
+                 "--concept-lora-steps", "2", "--classifier-epochs", "1", "--judge-members", "2", "--no-progress"])
     assert code == 0
 
     summary = json.loads((out / "demo.json").read_text())
@@ -70,14 +70,14 @@ def test_demo_runs_every_stage_and_writes_the_page_and_the_table(tiny_dir, tmp_p
     assert rows[-1]["folder"] != rows[-2]["folder"] and rows[-1]["folder"].endswith("LoRA")
     scores = json.loads((out / "success_rates.json").read_text())
     assert scores["judge"]["class_names"] == ["angry", "happy", "in love", "sad", "broccoli", "other"]
-    # The judge: a gate and three emotion networks of three seeds, saved so that --classifier reloads it.
+    # The judge: a gate and --judge-members emotion networks of as many seeds, saved so that --classifier reloads it.
     from kerasemote.classification import EnsembleClassifier, GatedClassifier, load_classifier
 
-    assert list(scores["judge"]["runs"]) == ["gate", "emotions 1", "emotions 2", "emotions 3"]
-    assert [r["seed"] for r in scores["judge"]["runs"].values()] == [0, 0, 1, 2]
+    assert list(scores["judge"]["runs"]) == ["gate", "emotions 1", "emotions 2"]
+    assert [r["seed"] for r in scores["judge"]["runs"].values()] == [0, 0, 1]
     judge = load_classifier(out / "classifier")
     assert isinstance(judge, GatedClassifier) and isinstance(judge.expert, EnsembleClassifier)
-    assert judge.gate.class_names == ["face", "broccoli", "other"] and len(judge.expert.members) == 3
+    assert judge.gate.class_names == ["face", "broccoli", "other"] and len(judge.expert.members) == 2
     assert judge.class_names == scores["judge"]["class_names"]
     # A later run reuses that judge instead of training one.
     again = tmp_path / "again"
