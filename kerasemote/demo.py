@@ -694,10 +694,9 @@ def _judge(data_dir: str, concept_set, out_dir: str, config: DemoConfig, result:
         classifier = clf.load_classifier(config.classifier)
         result.judge.update(source=config.classifier)
     else:
-        classifier = train_judge(data_dir, concept_set, os.path.join(out_dir, "classifier"), config, result.judge,
-                                 log)
-        result.files["classifier_history"] = os.path.relpath(os.path.join(out_dir, "classifier", "history.png"),
-                                                             out_dir)
+        judge_dir = os.path.join(out_dir, "classifier")
+        classifier = train_judge(data_dir, concept_set, judge_dir, config, result.judge, log)
+        result.files["classifier_history"] = os.path.relpath(os.path.join(judge_dir, "history.png"), out_dir)
     result.judge["class_names"] = list(classifier.class_names)
     _evaluate_judge(classifier, data_dir, out_dir, result, log)
     return classifier

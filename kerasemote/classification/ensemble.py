@@ -32,7 +32,7 @@ from kerasemote.classification.images import PathLike
 from kerasemote.classification.model import (
     LABELS_FILE,
     ImageClassifier,
-    load_classifier,
+    load_network,
     read_labels,
     save_classifier,
     write_json_atomic,
@@ -204,10 +204,9 @@ def load_composite(model_dir: PathLike, meta: dict, depth: int = 0) -> ImageClas
 
 def _load_part(folder: Path, depth: int) -> ImageClassifier:
     meta = read_labels(folder / LABELS_FILE)
-    return load_composite(folder, meta, depth) if "kind" in meta else load_classifier(folder)
+    return load_composite(folder, meta, depth) if "kind" in meta else load_network(folder, meta)
 
 
 def _is_plain_name(part: object) -> bool:
     # A part is a folder right inside the judge's folder: no separators, no way up.
-    return isinstance(part, str) and part not in ("", ".", "..") and os.path.basename(part) == part \
-        and "/" not in part and "\\" not in part
+    return isinstance(part, str) and part not in ("", ".", "..") and "/" not in part and "\\" not in part

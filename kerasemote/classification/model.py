@@ -269,11 +269,6 @@ def read_labels(labels_path: PathLike) -> dict:
     return meta
 
 
-def read_class_names(labels_path: PathLike) -> list[str]:
-    """Class names from a labels.json, with errors that name the file and key."""
-    return read_labels(labels_path)["class_names"]
-
-
 def load_classifier(model_dir: PathLike) -> ImageClassifier:
     """Load a classifier written by :func:`save_classifier` (one network or one made of several).
 
@@ -286,6 +281,11 @@ def load_classifier(model_dir: PathLike) -> ImageClassifier:
         from kerasemote.classification.ensemble import load_composite
 
         return load_composite(model_dir, meta)
+    return load_network(model_dir, meta)
+
+
+def load_network(model_dir: Path, meta: dict) -> Classifier:
+    """The one network of ``model_dir`` (``model.keras``), given its parsed labels.json."""
     names = meta["class_names"]
     model_path = model_dir / MODEL_FILE
     if not model_path.is_file():
