@@ -75,9 +75,14 @@ class DemoConfig:
         init_token: initializer word of the concept token (one CLIP token).
         emotion_init: initializer word of every emotion token; None: each starts from its
             own emotion's word (``EMOTION_WORDS``: happy, sad, angry, love).
-        steps: textual-inversion steps of each run (concept, emotions).
-        batch_size: textual-inversion batch size.
-        learning_rate: textual-inversion learning rate; None takes the strategy's default.
+        steps: textual-inversion steps of the emotion tokens.
+        batch_size: their batch size (and the concept LoRA's).
+        learning_rate: their learning rate; None takes the strategy's default (5e-3).
+        concept_steps: textual-inversion steps of the concept token.
+        concept_batch_size: its batch size. Its 3 images give a noisy gradient at batch 4:
+            with Adam the token then mostly wanders (its norm grows to about twice a word's)
+            and draws a plain green blob; batch 8 at a lower rate keeps the floret texture.
+        concept_learning_rate: its learning rate.
         concept_lora_steps: steps of the concept's LoRA (on top of its token); 0: no LoRA.
         concept_lora_rank: its rank (alpha = rank).
         concept_lora_learning_rate: its learning rate.
@@ -111,6 +116,9 @@ class DemoConfig:
     steps: int = 150
     batch_size: int = 4
     learning_rate: float | None = None
+    concept_steps: int = 300
+    concept_batch_size: int = 8
+    concept_learning_rate: float = 2e-3
     concept_lora_steps: int = 300
     concept_lora_rank: int = 8
     concept_lora_learning_rate: float = 2e-3
@@ -121,7 +129,7 @@ class DemoConfig:
     mix_points: int = 5
     classifier: str | None = None
     classifier_epochs: int = 30
-    judge_members: int = 3
+    judge_members: int = 2
     judge_faces: int | None = None
     judge_other: int = 60
     num_images: int = 32
@@ -134,6 +142,9 @@ class DemoConfig:
             (self.data is not None or bool(self.sources), "give at least one source, or a prepared --data folder"),
             (1 <= self.max_concept_images <= 5, "max_concept_images must be in 1..5"),
             (self.steps >= 1 and self.batch_size >= 1, "steps and batch_size must be >= 1"),
+            (self.concept_steps >= 1 and self.concept_batch_size >= 1,
+             "concept_steps and concept_batch_size must be >= 1"),
+            (self.concept_learning_rate > 0, "concept_learning_rate must be positive"),
             (self.concept_lora_steps >= 0, "concept_lora_steps must be >= 0"),
             (self.concept_lora_rank >= 1 and self.concept_lora_learning_rate > 0,
              "concept_lora_rank and concept_lora_learning_rate must be positive"),
@@ -451,19 +462,23 @@ def _learn_concepts(model, concept_set, faces, out_dir: str, config: DemoConfig,
     from kerasemote.embeddings import BUNDLE_FILE
     from kerasemote.training import TextualInversion, TrainConfig
 
-    train_config = TrainConfig(steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
-                               seed=config.seed, progress=config.progress)
+    emotion_settings = TrainConfig(steps=config.steps, batch_size=config.batch_size,
+                                   learning_rate=config.learning_rate, seed=config.seed, progress=config.progress)
+    concept_settings = replace(emotion_settings, steps=config.concept_steps, batch_size=config.concept_batch_size,
+                               learning_rate=config.concept_learning_rate)
     token = config.concept_token
     runs = [
-        ("concept", _as_token_set(concept_set, token), TextualInversion({token: token}, init=config.init_token)),
+        ("concept", _as_token_set(concept_set, token), TextualInversion({token: token}, init=config.init_token),
+         concept_settings),
         ("emotions", faces, TextualInversion({label: EMOTION_TOKENS[label] for label in faces.concept_names},
-                                             init=config.emotion_init or EMOTION_WORDS)),
+                                             init=config.emotion_init or EMOTION_WORDS), emotion_settings),
     ]
-    for name, images, strategy in runs:
+    for name, images, strategy, settings in runs:
         run_dir = os.path.join(out_dir, "ti", concept_slug(config.concept) if name == "concept" else name)
-        log(f"  {' '.join(strategy.placeholders)}: {len(images)} images, {config.steps} steps -> {run_dir}")
+        log(f"  {' '.join(strategy.placeholders)}: {len(images)} images, {settings.steps} steps of "
+            f"{settings.batch_size} -> {run_dir}")
         key = f"ti_{name}"
-        _train_run(model, strategy, images, train_config, run_dir, out_dir, result, key,
+        _train_run(model, strategy, images, settings, run_dir, out_dir, result, key,
                    (f"{key}_embeddings", BUNDLE_FILE),
                    failed=f"Textual inversion of {strategy.placeholders}", advice="try a lower learning rate")
     strip = image_io.save_grid(concept_set.images, os.path.join(out_dir, "ti", "concept_images.png"),

@@ -25,7 +25,7 @@ def tiny_dir(tmp_path_factory) -> str:
 def test_demo_runs_every_stage_and_writes_the_page_and_the_table(tiny_dir, tmp_path, capsys):
     out = tmp_path / "demo"
     code = main(["demo", "--out", str(out), "--model", tiny_dir, "--sources", "twemoji", "--steps", "2",
-                 "--batch-size", "2", "--samples", "2", "--sample-steps", "2", "--num-images", "2",
+                 "--batch-size", "2", "--concept-steps", "3", "--concept-batch-size", "1", "--samples", "2", "--sample-steps", "2", "--num-images", "2",
                  "--concept-lora-steps", "2", "--classifier-epochs", "1", "--judge-members", "2", "--no-progress"])
     assert code == 0
 
@@ -75,6 +75,11 @@ def test_demo_runs_every_stage_and_writes_the_page_and_the_table(tiny_dir, tmp_p
 
     assert list(scores["judge"]["runs"]) == ["gate", "emotions 1", "emotions 2"]
     assert [r["seed"] for r in scores["judge"]["runs"].values()] == [0, 0, 1]
+    # The concept token and the emotion tokens train with their own settings.
+    concept_run = json.loads((out / "ti" / "broccoli" / "train.json").read_text())["train_config"]
+    emotion_run = json.loads((out / "ti" / "emotions" / "train.json").read_text())["train_config"]
+    assert (concept_run["steps"], concept_run["batch_size"], concept_run["learning_rate"]) == (3, 1, 2e-3)
+    assert (emotion_run["steps"], emotion_run["batch_size"], emotion_run["learning_rate"]) == (2, 2, None)
     judge = load_classifier(out / "classifier")
     assert isinstance(judge, GatedClassifier) and isinstance(judge.expert, EnsembleClassifier)
     assert judge.gate.class_names == ["face", "broccoli", "other"] and len(judge.expert.members) == 2
@@ -82,7 +87,7 @@ def test_demo_runs_every_stage_and_writes_the_page_and_the_table(tiny_dir, tmp_p
     # A later run reuses that judge instead of training one.
     again = tmp_path / "again"
     assert main(["demo", "--out", str(again), "--model", tiny_dir, "--data", str(out / "data"), "--steps", "1",
-                 "--batch-size", "2", "--samples", "1", "--sample-steps", "1", "--num-images", "1",
+                 "--batch-size", "2", "--concept-steps", "1", "--concept-batch-size", "2", "--samples", "1", "--sample-steps", "1", "--num-images", "1",
                  "--concept-lora-steps", "0", "--classifier", str(out / "classifier"), "--no-progress"]) == 0
     reused = json.loads((again / "success_rates.json").read_text())["judge"]
     assert reused["source"] == str(out / "classifier") and "runs" not in reused

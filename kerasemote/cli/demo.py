@@ -38,10 +38,17 @@ def register(subparsers) -> None:
     p.add_argument("--init-token", default=d["init_token"],
                    help=f"initializer word of the concept token, one CLIP token (default {d['init_token']})")
     p.add_argument("--steps", type=int, default=d["steps"],
-                   help=f"textual-inversion steps of each run (default {d['steps']})")
+                   help=f"textual-inversion steps of the emotion tokens (default {d['steps']})")
     p.add_argument("--batch-size", type=int, default=d["batch_size"],
-                   help=f"textual-inversion batch size (default {d['batch_size']})")
-    p.add_argument("--learning-rate", type=float, help="textual-inversion learning rate (default the strategy's, 5e-3)")
+                   help=f"their batch size, and the concept LoRA's (default {d['batch_size']})")
+    p.add_argument("--learning-rate", type=float,
+                   help="their learning rate (default the strategy's, 5e-3)")
+    p.add_argument("--concept-steps", type=int, default=d["concept_steps"],
+                   help=f"textual-inversion steps of the concept token (default {d['concept_steps']})")
+    p.add_argument("--concept-batch-size", type=int, default=d["concept_batch_size"],
+                   help=f"its batch size (default {d['concept_batch_size']})")
+    p.add_argument("--concept-learning-rate", type=float, default=d["concept_learning_rate"],
+                   help=f"its learning rate (default {d['concept_learning_rate']:g})")
     p.add_argument("--concept-lora-steps", type=int, default=d["concept_lora_steps"],
                    help="steps of LoRA adapters (UNet attention and convs) learned from the concept's images on "
                         f"top of its token, drawn as one more row; 0: none (default {d['concept_lora_steps']})")
@@ -83,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, sources=tuple(s.strip() for s in args.sources.split(",") if s.strip()), data=args.data,
         concept=args.concept, init_token=args.init_token, emotion_init=args.emotion_init, steps=args.steps,
         batch_size=args.batch_size,
-        learning_rate=args.learning_rate, concept_lora_steps=args.concept_lora_steps,
+        learning_rate=args.learning_rate, concept_steps=args.concept_steps,
+        concept_batch_size=args.concept_batch_size, concept_learning_rate=args.concept_learning_rate,
+        concept_lora_steps=args.concept_lora_steps,
         concept_lora_rank=args.concept_lora_rank, concept_lora_learning_rate=args.concept_lora_learning_rate,
         samples=args.samples, sample_steps=args.sample_steps,
         guidance=args.guidance, mix_with=args.mix_with, classifier=args.classifier,
