@@ -19,7 +19,7 @@ Stages (each timed; ``OUT`` is the output folder):
 7. report: ``OUT/index.html`` with every figure, the table and the timings.
 
 Example:
-    >>> result = run_demo("demo")                     # kerasemote-tiny, about 9 minutes on 2 cores
+    >>> result = run_demo("demo")                     # kerasemote-tiny, about 8 minutes on 2 cores
     >>> print(result.format_table())
 """
 
@@ -63,7 +63,7 @@ def concept_slug(concept: str) -> str:
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """What the demo runs; the defaults take about 9 minutes on 2 CPU cores (machines vary).
+    """What the demo runs; the defaults take about 8 minutes on 2 CPU cores (machines vary).
 
     Args:
         model: preset name or model directory (a text-to-image model trained on emoji).

@@ -22,7 +22,7 @@ def register(subparsers) -> None:
             "with an emotion, train a judge (a ResNet-50 gate: face / the concept / other emoji, and ResNet-50s on the "
             "four emotions' faces, averaged) and score "
             "--num-images generations per prompt. Writes OUT/index.html with every figure, the success-rate table "
-            "and the timings; about 9 minutes on 2 CPU cores with the defaults (machines vary)."
+            "and the timings; about 8 minutes on 2 CPU cores with the defaults (machines vary)."
         ),
     )
     p.add_argument("--out", default="demo", help="output folder (default demo)")
