@@ -459,7 +459,7 @@ def _counts(names: Sequence[str]) -> dict[str, int]:
 
 def _learn_concepts(model, concept_set, faces, out_dir: str, config: DemoConfig, result: DemoResult, log) -> None:
     from kerasemote import images as image_io
-    from kerasemote.embeddings import BUNDLE_FILE
+    from kerasemote.embeddings import BUNDLE_FILE, norm_summary
     from kerasemote.training import TextualInversion, TrainConfig
 
     emotion_settings = TrainConfig(steps=config.steps, batch_size=config.batch_size,
@@ -481,6 +481,7 @@ def _learn_concepts(model, concept_set, faces, out_dir: str, config: DemoConfig,
         _train_run(model, strategy, images, settings, run_dir, out_dir, result, key,
                    (f"{key}_embeddings", BUNDLE_FILE),
                    failed=f"Textual inversion of {strategy.placeholders}", advice="try a lower learning rate")
+        log(f"    {norm_summary(model, strategy.placeholders, strategy.init)}")
     strip = image_io.save_grid(concept_set.images, os.path.join(out_dir, "ti", "concept_images.png"),
                                cols=len(concept_set), labels=list(concept_set.concepts))
     result.files["concept_images"] = os.path.relpath(strip, out_dir)

@@ -54,11 +54,44 @@ def embeddings_manifest(
         raise ValueError(f"Tokens {list(tokens)} give clashing file names {names}; rename the tokens.")
     entries = [
         {"token": t, "file": name, "num_vectors": len(model.tokenizer.placeholders[t]),
-         "initializer": _jsonable(initializers.get(t))}
+         "initializer": _jsonable(initializers.get(t)), "norms": row_norms(model.placeholder_rows(t)),
+         "initializer_norm": word_norm(model, initializers.get(t))}
         for t, name in zip(tokens, names)
     ]
     return {"format": FORMAT, "version": VERSION, "dims": model.config.text_width, "steps": int(steps),
             "tokens": entries, "base_model": base_model_info(model), **dict(extra or {})}
+
+
+def row_norms(rows) -> list[float]:
+    """The L2 norm of each embedding row, rounded to 4 digits (for manifests and logs)."""
+    return [round(float(n), 4) for n in np.linalg.norm(np.asarray(rows, "float32").reshape(-1, np.shape(rows)[-1]),
+                                                         axis=-1)]
+
+
+def word_norm(model, word: Any) -> float | None:
+    """The L2 norm of a one-token word's vocabulary row; None for anything else.
+
+    A learned token far above its initializer's norm (twice, say) has usually wandered rather
+    than learned: with very few images, a small batch at a high learning rate gives Adam
+    mostly noise to follow, and such a token tends to draw a plain average of its images.
+    """
+    if not isinstance(word, str):
+        return None
+    ids = model.tokenizer.token_ids(word)
+    if len(ids) != 1:
+        return None
+    return row_norms(model.text_encoder.token_embedding.table()[ids[0]])[0]
+
+
+def norm_summary(model, tokens: Sequence[str], initializers: Mapping[str, Any] | None = None) -> str:
+    """One log line: ``"<broccoli> norm 0.48 (from 'emoji', 0.42)"`` per token."""
+    initializers = dict(initializers or {})
+    parts = []
+    for token in tokens:
+        text = f"{token} norm {', '.join(f'{n:.2f}' for n in row_norms(model.placeholder_rows(token)))}"
+        start = word_norm(model, initializers.get(token))
+        parts.append(text + (f" (from {initializers[token]!r}, {start:.2f})" if start is not None else ""))
+    return "; ".join(parts)
 
 
 def base_model_info(model) -> dict[str, Any]:

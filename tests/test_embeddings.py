@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from kerasemote import weights
-from kerasemote.embeddings import load_embeddings, read_embeddings, save_embeddings, token_file_name
+from kerasemote.embeddings import load_embeddings, norm_summary, read_embeddings, save_embeddings, token_file_name
 from kerasemote.model import StableDiffusion
 
 
@@ -37,8 +37,23 @@ def test_saved_formats_hold_the_rows_and_manifest(model, tmp_path, gcs_bucket):
         vectors, manifest = read_embeddings(paths[3])  # one .npy: token found in the manifest beside it
         assert list(vectors) == ["<in-love>"] and vectors["<in-love>"].shape == (1, 64)
     manifest = json.loads((tmp_path / "embeddings.json").read_text())
-    assert manifest["tokens"][0] == {"token": "<happy>", "file": "happy.npy", "num_vectors": 2, "initializer": "smile"}
+    happy = model.placeholder_rows("<happy>")
+    smile = model.text_encoder.token_embedding.table()[model.tokenizer.token_ids("smile")[0]]
+    assert manifest["tokens"][0] == {
+        "token": "<happy>", "file": "happy.npy", "num_vectors": 2, "initializer": "smile",
+        "norms": [round(float(np.linalg.norm(r)), 4) for r in happy],
+        "initializer_norm": round(float(np.linalg.norm(smile)), 4)}
+    assert manifest["tokens"][1]["initializer_norm"] is None  # no initializer recorded for <in-love>
     assert manifest["base_model"]["config"] == "tiny" and manifest["format"] == "kerasemote-embeddings"
+
+
+def test_norm_summary_names_each_token_and_its_starting_word():
+    m = StableDiffusion.random("tiny", seed=0)
+    m.add_placeholder("<far>", 1, init="smile")
+    m.set_placeholder_rows("<far>", 3.0 * m.placeholder_rows("<far>"))  # wandered to 3x its word's norm
+    start = float(np.linalg.norm(m.text_encoder.token_embedding.table()[m.tokenizer.token_ids("smile")[0]]))
+    assert norm_summary(m, ["<far>"], {"<far>": "smile"}) == f"<far> norm {3 * start:.2f} (from 'smile', {start:.2f})"
+    assert norm_summary(m, ["<far>"]) == f"<far> norm {3 * start:.2f}"
 
 
 def test_loading_adds_new_tokens_and_overwrites_known_ones(model, tmp_path):

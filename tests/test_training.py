@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -391,7 +392,7 @@ def test_mirrored_strategy_on_two_cpus_matches_one_device(emoji_dir, base_dir, t
 # ---------------------------------------------------------------------- command line
 
 
-def test_cli_trains_textual_inversion_and_generate_uses_embeddings_and_lora(emoji_dir, base_dir, tmp_path):
+def test_cli_trains_textual_inversion_and_generate_uses_embeddings_and_lora(emoji_dir, base_dir, tmp_path, capsys):
     import argparse
 
     from kerasemote.cli import generate as generate_cli
@@ -408,6 +409,7 @@ def test_cli_trains_textual_inversion_and_generate_uses_embeddings_and_lora(emoj
     assert args.func(args) == 0
     assert sorted(p.name for p in (tmp_path / "ti").iterdir() if p.suffix in (".npz", ".npy", ".json")) == [
         "embeddings.json", "embeddings.npz", "emo.npy", "train.json"]
+    assert re.search(r"token norms: <emo> norm \d\.\d\d \(from 'face', \d\.\d\d\)", capsys.readouterr().out)
 
     to_q = "unet/down_blocks.0/attentions.0/transformer_blocks.0/attn1/to_q"
     lora = LoRAWeights({to_q + "/lora_kernel_a": np.ones((32, 1), "float32"),

@@ -85,7 +85,8 @@ def _config(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace, make_strategy, resume=None) -> int:
-    from kerasemote.training import load_training_images, train
+    from kerasemote.embeddings import norm_summary
+    from kerasemote.training import TextualInversion, load_training_images, train
 
     config = _config(args)
     model = load_model_from_args(args)
@@ -93,6 +94,9 @@ def _run(args: argparse.Namespace, make_strategy, resume=None) -> int:
     strategy = make_strategy(images)
     result = train(model, strategy, images, config, args.out, resume=args.resume if resume is None else resume)
     print(f"{result.status} at step {result.step}; wrote {', '.join(result.outputs) or 'nothing'}")
+    if isinstance(strategy, TextualInversion):
+        print(f"token norms: {norm_summary(model, strategy.placeholders, strategy.init)} "
+              "(far above the starting word's: try a larger --batch-size or a lower --learning-rate)")
     return 0 if result.status == "completed" else 1
 
 
