@@ -79,9 +79,10 @@ class DemoConfig:
         batch_size: their batch size (and the concept LoRA's).
         learning_rate: their learning rate; None takes the strategy's default (5e-3).
         concept_steps: textual-inversion steps of the concept token.
-        concept_batch_size: its batch size. Its 3 images give a noisy gradient at batch 4:
-            with Adam the token then mostly wanders (its norm grows to about twice a word's)
-            and draws a plain green blob; batch 8 at a lower rate keeps the floret texture.
+        concept_batch_size: its batch size. A few images give a noisy gradient at batch 4:
+            with Adam the token then mostly wanders (its norm grew to about twice a word's)
+            and draws a plain average of its images (broccoli: a smooth green blob); batch 8
+            at 2e-3 kept broccoli's floret texture.
         concept_learning_rate: its learning rate.
         concept_lora_steps: steps of the concept's LoRA (on top of its token); 0: no LoRA.
         concept_lora_rank: its rank (alpha = rank).

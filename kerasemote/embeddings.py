@@ -64,8 +64,8 @@ def embeddings_manifest(
 
 def row_norms(rows) -> list[float]:
     """The L2 norm of each embedding row, rounded to 4 digits (for manifests and logs)."""
-    return [round(float(n), 4) for n in np.linalg.norm(np.asarray(rows, "float32").reshape(-1, np.shape(rows)[-1]),
-                                                         axis=-1)]
+    rows = np.asarray(rows, "float32")
+    return [round(float(n), 4) for n in np.linalg.norm(rows.reshape(-1, rows.shape[-1]), axis=-1)]
 
 
 def word_norm(model, word: Any) -> float | None:
