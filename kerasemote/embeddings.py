@@ -77,10 +77,10 @@ def word_norm(model, word: Any) -> float | None:
     """
     if not isinstance(word, str):
         return None
-    ids = model.tokenizer.token_ids(word)
-    if len(ids) != 1:
+    try:
+        return row_norms(initializer_rows(model, word, word, 1))[0]
+    except ValueError:  # not exactly one token
         return None
-    return row_norms(model.text_encoder.token_embedding.table()[ids[0]])[0]
 
 
 def norm_summary(model, tokens: Sequence[str], initializers: Mapping[str, Any] | None = None) -> str:
