@@ -1,6 +1,6 @@
 """Held-out accuracy of the ResNet-50 emotion classifier on packaged emoji (CPU friendly).
 
-Builds the 4-class emoji emotion set (Twemoji + OpenMoji, ~80 images), holds out a
+Builds the 4-class emoji emotion set (Twemoji + OpenMoji, 82 images), holds out a
 stratified test split, trains, and prints test accuracy, chance level and run time.
 ``--shuffle-labels`` permutes the training labels: accuracy should fall to chance.
 
@@ -26,7 +26,7 @@ from kerasemote.classification import (  # noqa: E402
     stratified_split,
     train_classifier,
 )
-from kerasemote.classification.emoji_emotions import write_emotion_folder  # noqa: E402
+from kerasemote.data.emotion_folder import write_emotion_folder  # noqa: E402
 
 
 def run(config: ClassifierTrainConfig, test_fraction: float, shuffle_labels: bool, work: str) -> dict:

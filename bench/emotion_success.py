@@ -4,8 +4,9 @@
 
 Trains the judge first when ``--classifier`` does not exist yet: a ResNet-50 from scratch on
 the four-emotion faces of a prepared set (train + validation splits; the test split is held
-out and its accuracy printed), then generates ``--n`` images for each of the issue's four
-prompts at every ``--guidance`` and prints the success-rate table (chance is 25 %).
+out and its accuracy printed), then generates ``--n`` images for each of the four emotion
+prompts (``kerasemote.data.emotions.EMOTION_PROMPTS``) at every ``--guidance`` and prints the
+success-rate table (chance is 25 %).
 """
 
 from __future__ import annotations
@@ -20,14 +21,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np  # noqa: E402
 
 from kerasemote import classification as clf  # noqa: E402
-from kerasemote.model import load_model  # noqa: E402
-
-PROMPTS = {
-    "happy": "a grinning face emoji",
-    "sad": "a crying face emoji",
-    "angry": "an angry face emoji",
-    "in love": "a smiling face with heart-eyes emoji",
-}
+from kerasemote.data.emotions import EMOTION_PROMPTS  # noqa: E402
+from kerasemote.presets import load_model  # noqa: E402
 
 
 def emotion_faces(data_dir: str, size: int, splits: tuple[str, ...]) -> clf.LabelledImages:
@@ -35,8 +30,8 @@ def emotion_faces(data_dir: str, size: int, splits: tuple[str, ...]) -> clf.Labe
     parts = [clf.load_labelled_folder(data_dir, size, split=s) for s in splits]
     images = np.concatenate([p.images for p in parts])
     names = [p.class_names[i] for p in parts for i in p.labels]
-    keep = np.array([n in PROMPTS for n in names])
-    classes = sorted(PROMPTS)
+    keep = np.array([n in EMOTION_PROMPTS for n in names])
+    classes = sorted(EMOTION_PROMPTS)
     labels = np.array([classes.index(n) for n, k in zip(names, keep) if k], dtype=np.int64)
     files = [f for p in parts for f in p.sources]
     return clf.LabelledImages(images[keep], labels, classes, [f for f, k in zip(files, keep) if k])
@@ -76,8 +71,8 @@ def main() -> None:
     for guidance in args.guidance:
         started = time.time()
         out = os.path.join(args.out, f"guidance-{guidance:g}") if args.out else None
-        report = clf.evaluate_concepts(model, judge, "{}", list(PROMPTS.values()), num_images=args.n,
-                                       labels=list(PROMPTS), seed=args.seed, batch_size=args.n,
+        report = clf.evaluate_concepts(model, judge, "{}", list(EMOTION_PROMPTS.values()), num_images=args.n,
+                                       labels=list(EMOTION_PROMPTS), seed=args.seed, batch_size=args.n,
                                        out_dir=out, steps=args.steps, guidance=guidance, progress=False)
         print(f"guidance {guidance:g} ({time.time() - started:.0f} s):")
         print(report.format_table())

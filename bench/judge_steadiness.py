@@ -29,7 +29,7 @@ SPLITS = ("train", "validation")
 
 
 def single_judge(data_dir: str, concept_set, config: demo.DemoConfig) -> clf.Classifier:
-    """Session 6's judge: one network on the four emotions' faces, the concept and ``other`` emoji."""
+    """The one-network judge: one network on the four emotions' faces, the concept and ``other`` emoji."""
     emotions = demo.judge_emotion_set(data_dir, config.size, SPLITS)
     rest = demo.judge_gate_set(data_dir, concept_set, config.concept, config.size, SPLITS, faces=0,
                                other=config.judge_other, seed=config.seed)  # no face: the concept and other

@@ -22,7 +22,7 @@ from kerasemote.images import save_grid  # noqa: E402
 from kerasemote.model import StableDiffusion, to_uint8  # noqa: E402
 from kerasemote.presets import sha256_of  # noqa: E402
 from kerasemote.models.vae import latent_distribution  # noqa: E402
-from kerasemote.training.pretrain import VALIDATION_PROMPTS, read_prepared, reconstruction_psnr  # noqa: E402
+from kerasemote.pretrain import VALIDATION_PROMPTS, read_prepared, reconstruction_psnr  # noqa: E402
 
 
 def parameter_counts(model: StableDiffusion) -> dict[str, int]:

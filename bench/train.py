@@ -20,7 +20,7 @@ discarded (tracing, first allocations), then the median of ``--steps`` timed ste
     python bench/train.py                          # tiny and sd-v1 (about 15 minutes on 2 cores)
     python bench/train.py --configs tiny --warm 3 --steps 5
 
-Prints seconds per step, ours / diffusers (lower is better for us; target <= 0.6), peak RSS.
+Prints seconds per step, ours / diffusers (lower is better for us), peak RSS.
 """
 
 from __future__ import annotations

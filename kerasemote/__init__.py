@@ -7,16 +7,21 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-u
 
 __version__ = "0.1.0"
 
+import importlib as _importlib  # noqa: E402
+
 from kerasemote.config import ModelConfig, get_config  # noqa: E402
+
+# The model pulls in TensorFlow; these names are imported on first use so that
+# `kerasemote data ...` and `import kerasemote.data` start fast.
+_LAZY = {
+    "StableDiffusion": "kerasemote.model",
+    "load_model": "kerasemote.presets",
+}
 
 
 def __getattr__(name: str):
-    # The model pulls in TensorFlow; import it on first use so `kerasemote data ...`
-    # and `import kerasemote.data` start fast.
-    if name in ("StableDiffusion", "load_model"):
-        from kerasemote import model
-
-        return getattr(model, name)
+    if name in _LAZY:
+        return getattr(_importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'kerasemote' has no attribute {name!r}")
 
 

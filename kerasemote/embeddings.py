@@ -35,6 +35,9 @@ FORMAT = "kerasemote-embeddings"
 VERSION = 1
 BUNDLE_FILE = "embeddings.npz"
 MANIFEST_FILE = "embeddings.json"
+# A learned token more than this many times its starting word's norm has usually wandered rather than
+# learned (see word_norm); nearer ratios are ordinary training movement and get no warning.
+WANDERED_RATIO = 1.5
 
 
 def token_file_name(token: str) -> str:
@@ -71,8 +74,8 @@ def row_norms(rows) -> list[float]:
 def word_norm(model, word: Any) -> float | None:
     """The L2 norm of a one-token word's vocabulary row; None for anything else.
 
-    A learned token far above its initializer's norm (twice, say) has usually wandered rather
-    than learned: with very few images, a small batch at a high learning rate gives Adam
+    A learned token far above its initializer's norm (``WANDERED_RATIO``) has usually wandered
+    rather than learned: with very few images, a small batch at a high learning rate gives Adam
     mostly noise to follow, and such a token tends to draw a plain average of its images.
     """
     if not isinstance(word, str):
@@ -84,13 +87,29 @@ def word_norm(model, word: Any) -> float | None:
 
 
 def norm_summary(model, tokens: Sequence[str], initializers: Mapping[str, Any] | None = None) -> str:
-    """One log line: ``"<broccoli> norm 0.48 (from 'emoji', 0.42)"`` per token."""
+    """One log line: each token's row norms beside its starting word's, with a warning where it has wandered.
+
+    A token whose largest row norm is more than ``WANDERED_RATIO`` times its word's gets the
+    measured ratio and advice; a token near its word's scale gets none.
+
+    Example:
+        ``"<smile> norm 0.45 (from 'smile', 0.42)"``, or for a wandered token
+        ``"<broccoli> norm 0.80 (from 'emoji', 0.42) is 1.9x its starting word's norm: it has likely
+        wandered (try a larger batch or a lower learning rate)"``; tokens are joined by ``"; "``.
+    """
     initializers = dict(initializers or {})
     parts = []
     for token in tokens:
-        text = f"{token} norm {', '.join(f'{n:.2f}' for n in row_norms(model.placeholder_rows(token)))}"
+        norms = row_norms(model.placeholder_rows(token))
+        text = f"{token} norm {', '.join(f'{n:.2f}' for n in norms)}"
         start = word_norm(model, initializers.get(token))
-        parts.append(text + (f" (from {initializers[token]!r}, {start:.2f})" if start is not None else ""))
+        if start is not None:
+            text += f" (from {initializers[token]!r}, {start:.2f})"
+            ratio = max(norms) / start if start > 0 else float("inf")
+            if ratio > WANDERED_RATIO:
+                text += (f" is {ratio:.1f}x its starting word's norm: it has likely wandered "
+                         "(try a larger batch or a lower learning rate)")
+        parts.append(text)
     return "; ".join(parts)
 
 

@@ -1,4 +1,7 @@
-"""Write generated images: one PNG per image, labelled grids, GIFs; read images to start from."""
+"""Write generated images: one PNG per image, labelled grids, GIFs; read images to start from.
+
+Reading goes through the project's one reader, :func:`kerasemote.data.images.read_image`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from kerasemote import storage
+from kerasemote.data.images import read_image
 
 
 def _encode(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
@@ -81,19 +85,7 @@ def load_image(path: str, size: tuple[int, int] | None = None, background: str =
 
     Args:
         path: local, Drive or gs:// image file.
-        size: (height, width) to resize to, if given.
+        size: (height, width) to bring it to (centre box of that shape, resized), if given.
         background: colour under transparent pixels.
     """
-    try:
-        image = Image.open(io.BytesIO(storage.read_bytes(path)))
-        image.load()
-    except OSError as err:
-        raise ValueError(f"{path}: not a readable image ({err}).") from None
-    if image.mode in ("RGBA", "LA", "P"):
-        image = image.convert("RGBA")
-        canvas = Image.new("RGBA", image.size, background)
-        image = Image.alpha_composite(canvas, image)
-    image = image.convert("RGB")
-    if size is not None:
-        image = image.resize((size[1], size[0]), Image.BICUBIC)
-    return np.asarray(image)
+    return read_image(path, size, fit="crop", background=background)

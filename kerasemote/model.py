@@ -20,7 +20,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasemote import storage, weights
+from kerasemote import pipeline, storage, weights
 from kerasemote.config import ModelConfig, get_config
 from kerasemote.models.text_encoder import TextEncoder
 from kerasemote.models.unet import UNet
@@ -220,9 +220,7 @@ class StableDiffusion:
 
     def generate(self, prompt: str | Sequence[str] | None = None, **kwargs: Any) -> np.ndarray:
         """Text to image (or image to image); see ``kerasemote.pipeline.generate`` for every option."""
-        from kerasemote.pipeline import generate
-
-        return generate(self, prompt, **kwargs)
+        return pipeline.generate(self, prompt, **kwargs)
 
     # ------------------------------------------------------------------ saving
 
@@ -234,8 +232,8 @@ class StableDiffusion:
             dtype: ``float32`` or ``float16`` (halves the files; loads back as float32).
             extra: more JSON-able facts for the manifest (source checkpoint, training steps...).
         """
-        if dtype not in ("float32", "float16"):
-            raise ValueError(f"dtype must be float32 or float16, got {dtype!r}.")
+        if dtype not in weights.SAVE_DTYPES:
+            raise ValueError(f"dtype must be {' or '.join(weights.SAVE_DTYPES)}, got {dtype!r}.")
         storage.makedirs(directory)
         for part, model in self.parts.items():
             arrays = {k: v.astype(dtype) for k, v in weights.model_arrays(model).items()}
@@ -283,25 +281,3 @@ def to_uint8(images) -> np.ndarray:
     images = ops.convert_to_numpy(images)
     return np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
-
-def load_model(name_or_dir: str | None = None, **kwargs: Any) -> StableDiffusion:
-    """Load a model by preset name or from a model directory.
-
-    Args:
-        name_or_dir: a preset (``kerasemote-tiny``, ``sd-v1-4``, ``sd-v1-5``; see
-            ``kerasemote.presets.PRESETS``), a model directory (local, Drive or ``gs://``),
-            or a checkpoint that ``kerasemote convert`` reads (converted on the fly).
-            Default: ``presets.DEFAULT_MODEL``, the ``kerasemote-tiny`` model shipped with
-            the package (offline).
-        **kwargs: passed to the preset resolver (e.g. ``weights=PATH``, ``cache=DIR``).
-
-    Returns:
-        The loaded ``StableDiffusion``.
-
-    Example:
-        >>> model = load_model()                     # kerasemote-tiny, 64 px
-        >>> images = model.generate("a grinning face emoji", num_images=2, seed=0)
-    """
-    from kerasemote import presets
-
-    return presets.load(presets.DEFAULT_MODEL if name_or_dir is None else name_or_dir, **kwargs)

@@ -6,16 +6,31 @@ context space and combined concepts reuse it unchanged.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from kerasemote.config import ModelConfig
 from kerasemote.schedulers import NoiseSchedule, get_sampler
 
-if TYPE_CHECKING:
-    from kerasemote.model import StableDiffusion
+
+class DiffusionModel(Protocol):
+    """What ``generate`` needs of a model; ``kerasemote.model.StableDiffusion`` is one.
+
+    The pipeline knows no model class, so the model can offer ``generate`` as a method
+    without an import running back from here to it.
+    """
+
+    config: ModelConfig
+    unet: Any  # called as unet(latents (B, h, w, C), timesteps (B,), context (B, 77, dim))
+
+    def encode_text(self, prompts: Sequence[str]) -> np.ndarray: ...
+
+    def encode_images(self, images: np.ndarray, seed: int | None = None) -> np.ndarray: ...
+
+    def decode_latents(self, latents: Any) -> np.ndarray: ...
 
 
 def initial_noise(shape: Sequence[int], seed: int | None) -> np.ndarray:
@@ -73,7 +88,7 @@ class _Denoiser:
 
 
 def generate(
-    model: "StableDiffusion",
+    model: DiffusionModel,
     prompt: str | Sequence[str] | None = None,
     negative_prompt: str | Sequence[str] | None = None,
     num_images: int | None = None,
@@ -98,7 +113,7 @@ def generate(
     """Generate images.
 
     Args:
-        model: the ``StableDiffusion`` model.
+        model: the model, e.g. a ``StableDiffusion`` (anything ``DiffusionModel`` describes).
         prompt: one prompt, or one per image. Ignored when ``context`` is given.
         negative_prompt: what to steer away from (replaces the empty unconditional prompt).
         num_images: images to make; defaults to the number of prompts / contexts / latents.

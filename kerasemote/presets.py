@@ -1,4 +1,4 @@
-"""Named models: where their weights come from, a download cache with checksums, and loading.
+"""Named models: where their weights come from, a download cache with checksums, and ``load_model``.
 
 A preset is plain data: either a model directory shipped with the package
 (``kerasemote-tiny``, the default: offline, nothing to download) or the files to
@@ -17,11 +17,15 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
 from kerasemote import storage
+from kerasemote.convert.kerascv_layout import KERASCV_FILES
+
+if TYPE_CHECKING:
+    from kerasemote.model import StableDiffusion
 
 _HF = "https://huggingface.co"
 
@@ -60,14 +64,11 @@ def shipped_model_dir(name: str) -> str:
 
     Returns:
         The first of those two folders that holds a ``config.json``; the checkout's path when
-        neither does (``load`` then names it in its error).
+        neither does (``load_model`` then names it in its error).
     """
     installed, checkout = _PACKAGE / "pretrained" / name, _PACKAGE.parent / "weights" / name
     return str(installed if (installed / "config.json").is_file() else checkout)
 
-
-# keras-cv's published SD 1.4 weights (URLs and hashes as keras-cv 0.9.0 uses them).
-_KERASCV = _HF + "/fchollet/stable-diffusion/resolve/main/"
 
 PRESETS: dict[str, Preset] = {
     "kerasemote-tiny": Preset(
@@ -82,28 +83,7 @@ PRESETS: dict[str, Preset] = {
         "sd-v1-4",
         "Stable Diffusion 1.4, keras-cv's published weights (keras-cv numerics).",
         "kerascv",
-        (
-            RemoteFile(
-                "kcv_encoder.h5",
-                _KERASCV + "kcv_encoder.h5",
-                "4789e63e07c0e54d6a34a29b45ce81ece27060c499a709d556c7755b42bb0dc4",
-            ),
-            RemoteFile(
-                "kcv_diffusion_model.h5",
-                _KERASCV + "kcv_diffusion_model.h5",
-                "8799ff9763de13d7f30a683d653018e114ed24a6a819667da4f5ee10f9e805fe",
-            ),
-            RemoteFile(
-                "kcv_decoder.h5",
-                _KERASCV + "kcv_decoder.h5",
-                "ad350a65cc8bc4a80c8103367e039a3329b4231c2469a1093869a345f55b1962",
-            ),
-            RemoteFile(
-                "vae_encoder.h5",
-                _KERASCV + "vae_encoder.h5",
-                "c60fb220a40d090e0f86a6ab4c312d113e115c87c40ff75d11ffcf380aab7ebb",
-            ),
-        ),
+        tuple(RemoteFile(*published) for published in KERASCV_FILES.values()),
     ),
     "sd-v1-5": Preset(
         "sd-v1-5",
@@ -185,37 +165,34 @@ def _source_path(preset: Preset, weights: str | None, folder: str) -> str:
     return folder if preset.source_format == "kerascv" else paths[0]
 
 
-def load(name_or_dir: str, weights: str | None = None, cache: str | None = None) -> Any:
-    """Load a preset, a model directory or a convertible checkpoint (see ``kerasemote.load_model``)."""
+def load_model(
+    name_or_dir: str | None = None, weights: str | None = None, cache: str | None = None
+) -> "StableDiffusion":
+    """Load a model by preset name, from a model directory, or from a convertible checkpoint.
+
+    Args:
+        name_or_dir: a preset (``kerasemote-tiny``, ``sd-v1-4``, ``sd-v1-5``; see ``PRESETS``),
+            a model directory (local, Drive or ``gs://``), or a checkpoint that
+            ``kerasemote convert`` reads (converted on the fly). Default: ``DEFAULT_MODEL``,
+            the ``kerasemote-tiny`` model shipped with the package (offline).
+        weights: a downloadable preset's checkpoint already on this machine (the file, or the
+            folder holding it), used instead of downloading.
+        cache: where downloads and converted presets live; default ``cache_dir()``.
+
+    Returns:
+        The loaded ``StableDiffusion``.
+
+    Example:
+        >>> model = load_model()                     # kerasemote-tiny, 64 px
+        >>> images = model.generate("a grinning face emoji", num_images=2, seed=0)
+    """
+    # Imported here: the preset table and downloads work without TensorFlow (the CLI reads them).
     from kerasemote.convert import convert_checkpoint
     from kerasemote.model import StableDiffusion
 
+    name_or_dir = DEFAULT_MODEL if name_or_dir is None else name_or_dir
     if name_or_dir in PRESETS:
-        preset = PRESETS[name_or_dir]
-        if preset.local_dir is not None:
-            if weights is not None:
-                raise ValueError(
-                    f"Preset {preset.name!r} ships with kerasemote, so `--weights` has nothing to replace; it "
-                    f"is for the downloadable presets ({', '.join(n for n, other in PRESETS.items() if other.files)}): "
-                    f"name one with `--model`, or pass a model directory as `--model DIR`."
-                )
-            if not os.path.isfile(os.path.join(preset.local_dir, "config.json")):
-                raise FileNotFoundError(
-                    f"Preset {preset.name!r} ships with kerasemote, but {preset.local_dir} has no config.json: "
-                    "this installation lacks the model files. Reinstall kerasemote (the wheel carries them as "
-                    "kerasemote/pretrained/), or pass a copy of the folder with `--model DIR`."
-                )
-            model = StableDiffusion.load(preset.local_dir)
-            model.source = preset.name  # what trained files record: the name, not this machine's path
-            return model
-        root = cache or cache_dir()
-        converted = os.path.join(root, "models", preset.name)
-        if weights is None and os.path.exists(os.path.join(converted, "config.json")):
-            return StableDiffusion.load(converted)
-        source = _source_path(preset, weights, os.path.join(root, "downloads", preset.name))
-        model = convert_checkpoint(source)
-        model.save(converted, extra={"preset": preset.name})
-        return model
+        return _load_preset(PRESETS[name_or_dir], weights, cache)
     if storage.exists(storage.join(name_or_dir, "config.json")):
         return StableDiffusion.load(name_or_dir)
     if storage.exists(name_or_dir):
@@ -224,3 +201,34 @@ def load(name_or_dir: str, weights: str | None = None, cache: str | None = None)
         f"{name_or_dir!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor an existing model "
         "directory or checkpoint."
     )
+
+
+def _load_preset(preset: Preset, weights: str | None, cache: str | None) -> "StableDiffusion":
+    """A shipped preset from its folder; a downloadable one from the cache, converting it once."""
+    from kerasemote.convert import convert_checkpoint
+    from kerasemote.model import StableDiffusion
+
+    if preset.local_dir is not None:
+        if weights is not None:
+            raise ValueError(
+                f"Preset {preset.name!r} ships with kerasemote, so `--weights` has nothing to replace; it "
+                f"is for the downloadable presets ({', '.join(n for n, other in PRESETS.items() if other.files)}): "
+                f"name one with `--model`, or pass a model directory as `--model DIR`."
+            )
+        if not os.path.isfile(os.path.join(preset.local_dir, "config.json")):
+            raise FileNotFoundError(
+                f"Preset {preset.name!r} ships with kerasemote, but {preset.local_dir} has no config.json: "
+                "this installation lacks the model files. Reinstall kerasemote (the wheel carries them as "
+                "kerasemote/pretrained/), or pass a copy of the folder with `--model DIR`."
+            )
+        model = StableDiffusion.load(preset.local_dir)
+        model.source = preset.name  # what trained files record: the name, not this machine's path
+        return model
+    root = cache or cache_dir()
+    converted = os.path.join(root, "models", preset.name)
+    if weights is None and os.path.exists(os.path.join(converted, "config.json")):
+        return StableDiffusion.load(converted)
+    source = _source_path(preset, weights, os.path.join(root, "downloads", preset.name))
+    model = convert_checkpoint(source)
+    model.save(converted, extra={"preset": preset.name})
+    return model

@@ -11,9 +11,8 @@ Local writes are atomic: data goes to a temporary file in the target folder, the
 ``os.replace`` moves it into place, so an interrupted Colab session never leaves a
 half-written checkpoint. A Cloud Storage upload only becomes visible once complete.
 
-``google-cloud-storage`` is imported only when a ``gs://`` path is used. When
-``STORAGE_EMULATOR_HOST`` is set (tests), the client uses anonymous credentials and
-the project ``GOOGLE_CLOUD_PROJECT`` (default ``"kerasemote-test"``).
+The ``gs://`` side (the client, its errors, listings) lives in ``kerasemote.storage_gcs``;
+``google-cloud-storage`` is imported only when a ``gs://`` path is used.
 
 ``pathlib.Path("gs://b/k")`` collapses the double slash to ``gs:/b/k``; such paths are
 read as ``gs://b/k``.
@@ -22,27 +21,17 @@ read as ``gs://b/k``.
 from __future__ import annotations
 
 import contextlib
-import functools
 import glob as _glob
 import os
-import re
 import shutil
 import tempfile
 import uuid
-from typing import IO, Any, Iterator, Union
+from typing import IO, Iterator, Union
+
+from kerasemote import storage_gcs as gcs
+from kerasemote.storage_gcs import GCS_PREFIX
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-GCS_PREFIX = "gs://"
-COLAB_AUTH_HINT = (
-    "In Colab run `from google.colab import auth; auth.authenticate_user()` first; elsewhere run "
-    "`gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS."
-)
-_GLOB_CHARS = re.compile(r"[*?\[]")
-
-
-class StorageAuthError(PermissionError):
-    """No usable Google Cloud credentials, or no permission on a bucket."""
 
 
 # ---------------------------------------------------------------------- paths
@@ -64,13 +53,7 @@ def is_gcs(path: PathLike) -> bool:
 
 def split_gcs(path: PathLike) -> tuple[str, str]:
     """Split ``gs://bucket/a/b`` into ``("bucket", "a/b")``."""
-    text = _fspath(path)
-    if not text.startswith(GCS_PREFIX):
-        raise ValueError(f"Not a gs:// path: {text!r}.")
-    bucket, _, key = text[len(GCS_PREFIX) :].partition("/")
-    if not bucket:
-        raise ValueError(f"gs:// path {text!r} has no bucket name; expected gs://bucket/key.")
-    return bucket, key
+    return gcs.split_url(_fspath(path))
 
 
 def join(*parts: PathLike) -> str:
@@ -96,82 +79,10 @@ def same_path(a: PathLike, b: PathLike) -> bool:
     return os.path.realpath(first) == os.path.realpath(second)
 
 
-def _gcs_url(bucket: str, key: str) -> str:
-    return f"{GCS_PREFIX}{bucket}/{key}"
-
-
 def basename(path: PathLike) -> str:
     """Last component of a local or ``gs://`` path (a trailing ``/`` is ignored)."""
     text = _fspath(path)
     return text.rstrip("/").rsplit("/", 1)[-1] if is_gcs(text) else os.path.basename(text)
-
-
-# ---------------------------------------------------------------------- client
-
-
-@functools.lru_cache(maxsize=4)
-def _make_client(emulator_host: str | None, project: str | None) -> Any:
-    try:
-        from google.cloud import storage as gcs
-    except ImportError as err:  # pragma: no cover - core dependency
-        raise ImportError("gs:// paths need `pip install google-cloud-storage`.") from err
-    if emulator_host:
-        from google.auth.credentials import AnonymousCredentials
-
-        return gcs.Client(project=project or "kerasemote-test", credentials=AnonymousCredentials())
-    import google.auth.exceptions
-
-    try:
-        return gcs.Client(project=project)
-    except google.auth.exceptions.DefaultCredentialsError as err:
-        raise StorageAuthError(f"No Google Cloud credentials found ({err}). {COLAB_AUTH_HINT}") from None
-
-
-def _client() -> Any:
-    # Keyed on the environment so tests that set STORAGE_EMULATOR_HOST get their own client.
-    return _make_client(
-        os.environ.get("STORAGE_EMULATOR_HOST"), os.environ.get("GOOGLE_CLOUD_PROJECT")
-    )
-
-
-def _blob(path: str) -> Any:
-    bucket, key = split_gcs(path)
-    if not key or key.endswith("/"):
-        raise IsADirectoryError(f"{path!r} names a gs:// folder, not a file.")
-    return _client().bucket(bucket).blob(key)
-
-
-@contextlib.contextmanager
-def _gcs_errors(path: str) -> Iterator[None]:
-    """Turn Cloud Storage exceptions into FileNotFoundError / StorageAuthError naming ``path``."""
-    from google.api_core import exceptions as gexc
-    import google.auth.exceptions
-
-    try:
-        yield
-    except gexc.NotFound:
-        bucket, _ = split_gcs(path)
-        raise FileNotFoundError(f"No such file: {path} ({_bucket_state(bucket)}).") from None
-    except (gexc.Forbidden, gexc.Unauthorized) as err:
-        message = f"Access to {path} was refused ({err.message}). {COLAB_AUTH_HINT}"
-        raise StorageAuthError(message) from None
-    except google.auth.exceptions.DefaultCredentialsError as err:
-        message = f"No Google Cloud credentials for {path} ({err}). {COLAB_AUTH_HINT}"
-        raise StorageAuthError(message) from None
-
-
-def _bucket_state(bucket: str) -> str:
-    try:
-        found = _client().bucket(bucket).exists()
-    except Exception:  # no bucket-level permission: say nothing wrong
-        return f"could not check bucket {bucket!r}"
-    if found:
-        return f"bucket {bucket!r} exists, the object does not"
-    return f"bucket {bucket!r} does not exist or this account cannot see it. {COLAB_AUTH_HINT}"
-
-
-def _list_blobs(bucket: str, prefix: str, delimiter: str | None = None) -> Any:
-    return _client().list_blobs(bucket, prefix=prefix, delimiter=delimiter)
 
 
 # ---------------------------------------------------------------------- queries
@@ -180,48 +91,19 @@ def _list_blobs(bucket: str, prefix: str, delimiter: str | None = None) -> Any:
 def exists(path: PathLike) -> bool:
     """Whether a file or folder exists (a gs:// folder exists if any object is under it)."""
     text = _fspath(path)
-    if not is_gcs(text):
-        return os.path.exists(text)
-    bucket, key = split_gcs(text)
-    if key and not key.endswith("/"):
-        with _gcs_errors(text):
-            if _client().bucket(bucket).blob(key).exists():
-                return True
-    return isdir(text)
+    return gcs.exists(text) if is_gcs(text) else os.path.exists(text)
 
 
 def isdir(path: PathLike) -> bool:
     """Whether ``path`` is a folder (gs://: the bucket, or a prefix with objects under it)."""
     text = _fspath(path)
-    if not is_gcs(text):
-        return os.path.isdir(text)
-    bucket, key = split_gcs(text)
-    try:
-        with _gcs_errors(text):
-            if not key.strip("/"):
-                return _client().bucket(bucket).exists()
-            prefix = key.rstrip("/") + "/"
-            blobs = _client().list_blobs(bucket, prefix=prefix, max_results=1)
-            return any(True for _ in blobs)
-    except FileNotFoundError:  # no such bucket
-        return False
+    return gcs.isdir(text) if is_gcs(text) else os.path.isdir(text)
 
 
 def listdir(path: PathLike) -> list[str]:
     """Sorted names (not paths) of the files and folders directly inside ``path``."""
     text = _fspath(path)
-    if not is_gcs(text):
-        return sorted(os.listdir(text))
-    bucket, key = split_gcs(text)
-    prefix = key.rstrip("/") + "/" if key.strip("/") else ""
-    with _gcs_errors(text):
-        pages = _list_blobs(bucket, prefix, delimiter="/")
-        names = {blob.name[len(prefix) :] for blob in pages}
-        names |= {p[len(prefix) :].rstrip("/") for p in pages.prefixes}
-    names.discard("")  # the folder placeholder object some tools create
-    if not names and not isdir(text):
-        raise FileNotFoundError(f"No such folder: {text}.")
-    return sorted(names)
+    return gcs.listdir(text) if is_gcs(text) else sorted(os.listdir(text))
 
 
 def glob(pattern: PathLike) -> list[str]:
@@ -231,59 +113,7 @@ def glob(pattern: PathLike) -> list[str]:
     A gs:// pattern in a missing bucket raises FileNotFoundError (locally: ``[]``).
     """
     text = _fspath(pattern)
-    if not is_gcs(text):
-        return sorted(_glob.glob(text, recursive=True))
-    bucket, key = split_gcs(text)
-    match = _GLOB_CHARS.search(key)
-    if match is None:
-        return [text] if exists(text) else []
-    prefix = key[: match.start()]
-    regex = _glob_regex(key)
-    found: set[str] = set()
-    with _gcs_errors(text):
-        for blob in _list_blobs(bucket, prefix):
-            for candidate in _self_and_parents(blob.name, len(prefix)):
-                if regex.fullmatch(candidate):
-                    found.add(_gcs_url(bucket, candidate))
-    return sorted(found)
-
-
-def _glob_regex(key: str) -> re.Pattern[str]:
-    """Regex for a gs:// key pattern: ``*``/``?``/``[...]`` within one folder, ``**`` across."""
-    out, i = [], 0
-    while i < len(key):
-        if key.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif key.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif key[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif key[i] == "?":
-            out.append("[^/]")
-            i += 1
-        elif key[i] == "[" and "]" in key[i + 2 :]:
-            end = key.index("]", i + 2)
-            body = key[i + 1 : end]
-            negate = body.startswith("!")
-            body = re.escape(body[1:] if negate else body).replace("\\-", "-")
-            out.append(f"[{'^/' if negate else ''}{body}]")
-            i = end + 1
-        else:
-            out.append(re.escape(key[i]))
-            i += 1
-    return re.compile("".join(out))
-
-
-def _self_and_parents(name: str, start: int) -> Iterator[str]:
-    """``a/b/c`` -> ``a/b/c``, ``a/b``, ``a`` (folders only past ``start``)."""
-    yield name.rstrip("/")
-    cut = name.rfind("/", 0, len(name.rstrip("/")))
-    while cut >= start and cut > 0:
-        yield name[:cut]
-        cut = name.rfind("/", 0, cut)
+    return gcs.glob(text) if is_gcs(text) else sorted(_glob.glob(text, recursive=True))
 
 
 # ---------------------------------------------------------------------- reads
@@ -295,8 +125,8 @@ def read_bytes(path: PathLike) -> bytes:
     if not is_gcs(text):
         with open(text, "rb") as f:
             return f.read()
-    with _gcs_errors(text):
-        return _blob(text).download_as_bytes()
+    with gcs.errors(text):
+        return gcs.blob_at(text).download_as_bytes()
 
 
 @contextlib.contextmanager
@@ -307,8 +137,8 @@ def open_read(path: PathLike) -> Iterator[IO[bytes]]:
         with open(text, "rb") as f:
             yield f
         return
-    blob = _blob(text)
-    with _gcs_errors(text):
+    blob = gcs.blob_at(text)
+    with gcs.errors(text):
         blob.reload()  # fail here, naming the path, rather than at the first read
     with blob.open("rb") as f:
         yield f
@@ -330,8 +160,8 @@ def local_copy(path: PathLike) -> Iterator[str]:
         return
     with tempfile.TemporaryDirectory(prefix="kerasemote-") as tmp:
         filename = os.path.join(tmp, basename(text))
-        with _gcs_errors(text):
-            _blob(text).download_to_filename(filename)
+        with gcs.errors(text):
+            gcs.blob_at(text).download_to_filename(filename)
         yield filename
 
 
@@ -374,8 +204,8 @@ def write_bytes(path: PathLike, data: bytes) -> None:
     if not is_gcs(text):
         _write_local_atomic(text, bytes(data))
         return
-    with _gcs_errors(text):
-        _blob(text).upload_from_string(bytes(data), content_type="application/octet-stream")
+    with gcs.errors(text):
+        gcs.blob_at(text).upload_from_string(bytes(data), content_type="application/octet-stream")
 
 
 @contextlib.contextmanager
@@ -391,12 +221,12 @@ def local_output(path: PathLike) -> Iterator[str]:
     """
     text = _fspath(path)
     if is_gcs(text):
-        _blob(text)  # validate the URL before the caller does the work
+        gcs.blob_at(text)  # validate the URL before the caller does the work
         with tempfile.TemporaryDirectory(prefix="kerasemote-") as tmp:
             filename = os.path.join(tmp, basename(text))
             yield filename
-            with _gcs_errors(text):
-                _blob(text).upload_from_filename(filename)
+            with gcs.errors(text):
+                gcs.blob_at(text).upload_from_filename(filename)
         return
     tmp = _temp_beside(text)
     try:
@@ -419,8 +249,8 @@ def remove(path: PathLike) -> None:
             raise FileNotFoundError(f"No such file: {text}.")
         os.remove(text)
         return
-    with _gcs_errors(text):
-        _blob(text).delete()
+    with gcs.errors(text):
+        gcs.blob_at(text).delete()
 
 
 def upload_dir(local_dir: PathLike, gs_dir: PathLike) -> list[str]:
@@ -440,8 +270,8 @@ def upload_dir(local_dir: PathLike, gs_dir: PathLike) -> list[str]:
             local = os.path.join(root, name)
             rel = os.path.relpath(local, src).replace(os.sep, "/")
             target = join(dst, rel)
-            with _gcs_errors(target):
-                _blob(target).upload_from_filename(local)
+            with gcs.errors(target):
+                gcs.blob_at(target).upload_from_filename(local)
             written.append(target)
     return sorted(written)
 
@@ -456,8 +286,8 @@ def download_dir(gs_dir: PathLike, local_dir: PathLike) -> list[str]:
     bucket, key = split_gcs(src)
     prefix = key.rstrip("/") + "/" if key.strip("/") else ""
     written = []
-    with _gcs_errors(src):
-        for blob in _list_blobs(bucket, prefix):
+    with gcs.errors(src):
+        for blob in gcs.list_blobs(bucket, prefix):
             rel = blob.name[len(prefix) :]
             if not rel or rel.endswith("/"):
                 continue  # folder placeholder objects
@@ -468,7 +298,7 @@ def download_dir(gs_dir: PathLike, local_dir: PathLike) -> list[str]:
                 blob.download_to_filename(tmp)
             written.append(target)
     if not written:
-        raise FileNotFoundError(f"No files under {src} ({_bucket_state(bucket)}).")
+        raise FileNotFoundError(f"No files under {src} ({gcs.bucket_state(bucket)}).")
     return sorted(written)
 
 

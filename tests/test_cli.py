@@ -1,5 +1,6 @@
 """The command line as a new user runs it: init-model, generate, convert, presets offline."""
 
+import argparse
 import json
 
 import numpy as np
@@ -95,6 +96,29 @@ def test_help_lists_every_command(capsys):
     out = capsys.readouterr().out
     for command in ("generate", "convert", "init-model"):
         assert command in out
+
+
+def _choices(parser, path, flag):
+    """The choices of ``flag`` in the sub-command ``path`` of ``parser``."""
+    for name in path:
+        (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        parser = sub.choices[name]
+    (action,) = [a for a in parser._actions if flag in a.option_strings]
+    return list(action.choices)
+
+
+def test_sampler_and_dtype_choices_come_from_the_library_tables(monkeypatch):
+    from kerasemote import schedulers, weights
+    from kerasemote.cli import build_parser
+
+    monkeypatch.setattr(schedulers, "SAMPLERS", ["ddim", "new-sampler"])
+    monkeypatch.setattr(weights, "SAVE_DTYPES", ("float32", "bfloat16"))
+    parser = build_parser()
+    for path in (["generate"], ["interpolate"], ["evaluate-concepts"]):
+        assert _choices(parser, path, "--sampler") == ["ddim", "new-sampler"], path
+    for path, flag in ((["convert"], "--dtype"), (["export", "lora"], "--dtype"),
+                       (["export", "embeddings"], "--dtype"), (["train", "finetune"], "--save-dtype")):
+        assert _choices(parser, path, flag) == ["float32", "bfloat16"], path
 
 
 @pytest.mark.parity

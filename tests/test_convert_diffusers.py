@@ -13,12 +13,8 @@ import pytest
 
 from kerasemote.config import TINY
 from kerasemote.convert import naming, torchfile
-from kerasemote.convert.diffusers import (
-    config_from_diffusers,
-    convert_diffusers_folder,
-    diffusers_configs,
-    export_diffusers_folder,
-)
+from kerasemote.convert.diffusers import convert_diffusers_folder, export_diffusers_folder
+from kerasemote.convert.diffusers_config import config_from_diffusers, diffusers_configs
 from kerasemote.weights import WeightFileError, assign_arrays
 
 # Mixed attention levels, two resnets and two transformer blocks per level: the

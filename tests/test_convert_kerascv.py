@@ -19,15 +19,8 @@ from gcs_fixture import gcs_bucket, gcs_emulator  # noqa: F401  (pytest fixtures
 
 from kerasemote import storage, weights
 from kerasemote.config import TINY
-from kerasemote.convert.kerascv import (
-    KERASCV_CONFIG,
-    KERASCV_FILES,
-    PARTS,
-    convert_kerascv_file,
-    kerascv_layout,
-    load_kerascv_weights,
-    read_legacy_h5,
-)
+from kerasemote.convert.kerascv import convert_kerascv_file, load_kerascv_weights, read_legacy_h5
+from kerasemote.convert.kerascv_layout import KERASCV_CONFIG, KERASCV_FILES, PARTS, kerascv_layout
 from kerasemote.models.text_encoder import TextEncoder
 from kerasemote.models.unet import UNet
 from kerasemote.models.vae import VAEDecoder, VAEEncoder

@@ -162,6 +162,16 @@ def test_image_folder_concepts_sidecars_and_uncaptioned_files(tmp_path):
         ("happy emoji", "happy"), ("a cheerful cat sticker", "happy"), ("sad emoji", "sad")]
 
 
+def test_image_folder_concept_without_captions_is_spread_over_the_splits(tmp_path):
+    # Images named only by their folder share one caption; they must not all fall in one split.
+    for i in range(60):
+        save_png(tmp_path / "happy" / f"{i:02d}.png")
+    prepare(source_records("folder", tmp_path), tmp_path / "out", size=8)
+    rows = [json.loads(l) for l in (tmp_path / "out" / "metadata.jsonl").open(encoding="utf-8")]
+    assert {r["caption"] for r in rows} == {"happy emoji"}
+    assert {r["split"] for r in rows} >= {"train", "test"}
+
+
 @pytest.mark.parametrize("kind", ["jsonl", "csv"])
 def test_image_folder_metadata_file_gives_captions(tmp_path, kind):
     save_png(tmp_path / "x" / "one.png")

@@ -148,6 +148,15 @@ def test_dataset_from_folder_names_images_without_captions(tmp_path):
         data.dataset_from_folder(tmp_path, size=8)
 
 
+def test_lazy_data_functions_stay_callable_after_their_module_is_imported():
+    # Importing a submodule sets it as an attribute of the package: no lazy function may share its name.
+    import importlib
+
+    for name, module in data._LAZY.items():
+        importlib.import_module(module)
+        assert callable(getattr(data, name)), f"kerasemote.data.{name} is shadowed by a module"
+
+
 def test_tfds_load_works_offline_on_a_prepared_directory(mixed_set):
     import tensorflow_datasets as tfds
 

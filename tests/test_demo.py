@@ -1,16 +1,22 @@
-"""``kerasemote demo`` end to end on a random tiny model with every count shrunk."""
+"""``kerasemote demo``: end to end on a random tiny model with every count shrunk, its parts, and its
+options (one per DemoConfig field)."""
 
 from __future__ import annotations
 
+import argparse
 import csv
+import dataclasses
 import json
+import typing
 
 import numpy as np
 import pytest
 
 from kerasemote.cli import main
-from kerasemote.demo import (EMOTION_PROMPTS, LORA_KIND, DemoConfig, judge_emotion_set, judge_gate_set,
-                             other_emoji_rows, open_sources, prompt_rows, sample_grid)
+from kerasemote.cli.demo import add_config_options, config_from_args
+from kerasemote.data.emotions import EMOTION_PROMPTS
+from kerasemote.demo import (LORA_KIND, DemoConfig, judge_emotion_set, judge_gate_set, other_emoji_rows,
+                             open_sources, prompt_rows, sample_grid)
 from kerasemote.embeddings import initializer_rows
 from kerasemote.model import StableDiffusion
 
@@ -217,3 +223,46 @@ def test_a_concept_called_other_needs_a_judge_without_the_other_class():
     for name in ("face", "Happy"):
         with pytest.raises(ValueError, match="may not be called 'face' or an emotion"):
             DemoConfig(concept=name)
+
+
+def _demo_parser(config_class=DemoConfig) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kerasemote demo")
+    add_config_options(parser, config_class)
+    return parser
+
+
+def test_every_demo_config_field_is_an_option_with_the_fields_default():
+    parser = _demo_parser()
+    flags = {flag for action in parser._actions for flag in action.option_strings}
+    defaults = vars(parser.parse_args([]))
+    hints = typing.get_type_hints(DemoConfig)
+    for f in dataclasses.fields(DemoConfig):
+        if not f.metadata.get("option", True):
+            assert f.name not in defaults, f.name
+            continue
+        flag = f"--no-{f.name}" if hints[f.name] is bool else f"--{f.name.replace('_', '-')}"
+        assert flag in flags, flag
+        assert defaults[f.name] == f.default, f.name
+    assert config_from_args(DemoConfig, parser.parse_args([])) == DemoConfig()
+
+
+def test_parsed_demo_options_land_in_the_config():
+    args = _demo_parser().parse_args(["--sources", "twemoji, noto", "--judge-other", "7", "--guidance", "3.5",
+                                      "--learning-rate", "1e-3", "--mix-with", "in love", "--emotion-init", "face",
+                                      "--no-progress"])
+    config = config_from_args(DemoConfig, args)
+    assert config == DemoConfig(sources=("twemoji", "noto"), judge_other=7, guidance=3.5, learning_rate=1e-3,
+                                mix_with="in love", emotion_init="face", progress=False)
+    with pytest.raises(SystemExit):  # the field's choices
+        _demo_parser().parse_args(["--mix-with", "bored"])
+
+
+def test_a_new_config_field_is_a_new_option_with_its_default_and_help():
+    @dataclasses.dataclass(frozen=True)
+    class Extended(DemoConfig):
+        guidance_rescale: float = dataclasses.field(default=0.7, metadata={"help": "rescale of the guided noise"})
+
+    parser = _demo_parser(Extended)
+    assert parser.parse_args([]).guidance_rescale == 0.7
+    assert "rescale of the guided noise (default 0.7)" in " ".join(parser.format_help().split())
+    assert config_from_args(Extended, parser.parse_args(["--guidance-rescale", "0.25"])).guidance_rescale == 0.25

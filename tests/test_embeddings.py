@@ -47,13 +47,29 @@ def test_saved_formats_hold_the_rows_and_manifest(model, tmp_path, gcs_bucket):
     assert manifest["base_model"]["config"] == "tiny" and manifest["format"] == "kerasemote-embeddings"
 
 
-def test_norm_summary_names_each_token_and_its_starting_word():
+def _token_from_smile(scale: float):
+    """A tiny model whose <t> started at 'smile' and now sits at ``scale`` times that word's norm."""
     m = StableDiffusion.random("tiny", seed=0)
-    m.add_placeholder("<far>", 1, init="smile")
-    m.set_placeholder_rows("<far>", 3.0 * m.placeholder_rows("<far>"))  # wandered to 3x its word's norm
-    start = float(np.linalg.norm(m.text_encoder.token_embedding.table()[m.tokenizer.token_ids("smile")[0]]))
-    assert norm_summary(m, ["<far>"], {"<far>": "smile"}) == f"<far> norm {3 * start:.2f} (from 'smile', {start:.2f})"
-    assert norm_summary(m, ["<far>"]) == f"<far> norm {3 * start:.2f}"
+    m.add_placeholder("<t>", 1, init="smile")
+    word = m.text_encoder.token_embedding.table()[m.tokenizer.token_ids("smile")[0]]
+    m.set_placeholder_rows("<t>", scale * np.asarray(word)[None])
+    return m, float(np.linalg.norm(word))
+
+
+def test_norm_summary_names_each_token_and_its_starting_word():
+    m, start = _token_from_smile(1.0)
+    assert norm_summary(m, ["<t>"], {"<t>": "smile"}) == f"<t> norm {start:.2f} (from 'smile', {start:.2f})"
+    assert norm_summary(m, ["<t>"]) == f"<t> norm {start:.2f}"
+
+
+def test_norm_summary_warns_with_the_ratio_only_when_the_token_is_far_above_its_word():
+    near, start = _token_from_smile(0.19 / 0.17)  # a token of 0.19 from a word of 0.17: ordinary movement
+    assert norm_summary(near, ["<t>"], {"<t>": "smile"}) == (
+        f"<t> norm {0.19 / 0.17 * start:.2f} (from 'smile', {start:.2f})")
+    far, start = _token_from_smile(0.80 / 0.42)  # 0.80 from 0.42: wandered
+    assert norm_summary(far, ["<t>"], {"<t>": "smile"}) == (
+        f"<t> norm {0.80 / 0.42 * start:.2f} (from 'smile', {start:.2f}) is 1.9x its starting word's norm: "
+        "it has likely wandered (try a larger batch or a lower learning rate)")
 
 
 def test_loading_adds_new_tokens_and_overwrites_known_ones(model, tmp_path):

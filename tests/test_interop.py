@@ -24,17 +24,8 @@ from kerasemote.convert.embeddings_interop import (
     import_embeddings,
     read_foreign_embeddings,
 )
-from kerasemote.convert.lora_interop import (
-    export_lora,
-    kohya_name,
-    layer_path,
-    ldm_kohya_names,
-    module_from_kohya,
-    module_name,
-    read_foreign_lora,
-    to_diffusers_state,
-    to_kohya_state,
-)
+from kerasemote.convert.lora_interop import export_lora, read_foreign_lora, to_diffusers_state, to_kohya_state
+from kerasemote.convert.lora_names import kohya_name, layer_path, ldm_kohya_names, module_from_kohya, module_name
 from kerasemote.convert.torchfile import UnsafePickleError
 from kerasemote.embeddings import load_embeddings, read_embeddings
 from kerasemote.lora_files import A_SUFFIX, B_SUFFIX, LoRAWeights, apply_lora, model_layers, read_lora

@@ -40,10 +40,13 @@ def test_load_model_by_name_loads_the_shipped_weights_and_records_the_preset_nam
 
 
 def test_load_model_without_a_name_uses_the_default_model(monkeypatch):
-    asked = []
-    monkeypatch.setattr(presets, "load", lambda name, **kwargs: asked.append(name))
-    kerasemote.load_model()
-    assert asked == [presets.DEFAULT_MODEL]
+    monkeypatch.setattr(presets, "DEFAULT_MODEL", "no-such-default-model")
+    with pytest.raises(FileNotFoundError, match="no-such-default-model"):
+        kerasemote.load_model()
+
+
+def test_the_package_load_model_is_the_presets_one():
+    assert kerasemote.load_model is presets.load_model
 
 
 def test_generate_with_no_model_argument_draws_64_px_images_offline(tmp_path):
@@ -55,14 +58,14 @@ def test_generate_with_no_model_argument_draws_64_px_images_offline(tmp_path):
 
 def test_weights_with_the_shipped_preset_is_an_error_naming_the_downloadable_presets():
     with pytest.raises(ValueError, match="sd-v1-4, sd-v1-5"):
-        presets.load("kerasemote-tiny", weights="v1-5-pruned-emaonly.safetensors")
+        presets.load_model("kerasemote-tiny", weights="v1-5-pruned-emaonly.safetensors")
 
 
 def test_an_installation_without_the_shipped_files_says_so(tmp_path, monkeypatch):
     gone = presets.Preset("kerasemote-tiny", "", "model_dir", (), local_dir=str(tmp_path / "missing"))
     monkeypatch.setitem(presets.PRESETS, "kerasemote-tiny", gone)
     with pytest.raises(FileNotFoundError, match="ships with kerasemote.*missing has no config.json"):
-        presets.load("kerasemote-tiny")
+        presets.load_model("kerasemote-tiny")
 
 
 def test_shipped_model_dir_prefers_the_wheel_copy_over_the_checkout(tmp_path, monkeypatch):

@@ -1,7 +1,8 @@
-"""The from-scratch recipe (kerasemote.training.pretrain) on a few real emoji at 16 px, a smaller-than-tiny config."""
+"""The from-scratch recipe (kerasemote.pretrain) on a few real emoji at 16 px, a smaller-than-tiny config."""
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import os
@@ -11,10 +12,12 @@ import numpy as np
 import pytest
 
 from kerasemote import data
+from kerasemote.cli import pretrain as cli_pretrain
 from kerasemote.config import KERASEMOTE_TINY, TINY
 from kerasemote.model import StableDiffusion
+from kerasemote.pretrain.settings import REPLACEMENT_VAE_DIR
 from kerasemote.training import checkpoints
-from kerasemote.training.pretrain import (
+from kerasemote.pretrain import (
     EmojiRow,
     PretrainSettings,
     build_model,
@@ -25,7 +28,7 @@ from kerasemote.training.pretrain import (
     read_prepared,
     reconstruction_psnr,
     save_model,
-    stage2_images,
+    text_to_image_set,
     train_vae,
 )
 
@@ -57,22 +60,22 @@ def test_captions_give_name_style_emotion_and_one_empty_draw_in_ten():
     assert "an angry face emoji" in captions_for(EmojiRow("f", "angry face", "noto", "angry", "test"), None)
 
 
-def test_stage2_repeats_emotion_faces_most_then_other_faces():
+def test_text_to_image_set_repeats_emotion_faces_most_then_other_faces():
     rows = [EmojiRow("a", "grinning face", "noto", "happy", "train"), EmojiRow("b", "cat face", "noto", None, "train"),
             EmojiRow("c", "broccoli", "noto", None, "train")]
     images = np.arange(3, dtype=np.uint8)[:, None, None, None] * np.ones((1, 8, 8, 3), np.uint8)
-    out = stage2_images(images, rows, {"noto": "<s0>"}, settings(emotion_repeat=5, face_repeat=2))
+    out = text_to_image_set(images, rows, {"noto": "<s0>"}, settings(emotion_repeat=5, face_repeat=2))
     assert out.files.count("a") == 5 and out.files.count("b") == 2 and out.files.count("c") == 1
     assert out.images[out.files.index("c")].max() == 2  # the pixels follow their rows
 
 
-def test_stage2_balances_the_emotions_so_rare_ones_are_drawn_as_often():
+def test_text_to_image_set_balances_the_emotions_so_rare_ones_are_drawn_as_often():
     rows = [EmojiRow(f"h{i}", "grinning face", "noto", "happy", "train") for i in range(4)]
     rows += [EmojiRow("a0", "angry face", "noto", "angry", "train")]
     images = np.zeros((5, 8, 8, 3), np.uint8)
-    out = stage2_images(images, rows, {}, settings(emotion_repeat=3))
+    out = text_to_image_set(images, rows, {}, settings(emotion_repeat=3))
     assert out.files.count("h0") == 3 and out.files.count("a0") == 12
-    plain = stage2_images(images, rows, {}, settings(emotion_repeat=3, balance_emotions=False))
+    plain = text_to_image_set(images, rows, {}, settings(emotion_repeat=3, balance_emotions=False))
     assert plain.files.count("a0") == 3
 
 
@@ -124,7 +127,34 @@ def test_opponent_colors_tell_green_from_grey_of_the_same_brightness():
 
 def test_color_weight_is_a_resume_fact_only_when_set():
     assert "color_weight" not in settings().vae_facts()  # checkpoints from before the term still resume
-    assert settings(color_weight=2.0).vae_facts("vae_new")["color_weight"] == 2.0
+    assert settings(color_weight=2.0).vae_facts(REPLACEMENT_VAE_DIR)["color_weight"] == 2.0
+
+
+def test_replacement_vae_resume_facts_keep_their_on_disk_keys():
+    # Checkpoints in vae_new/ and model manifests (weights/kerasemote-tiny) carry these keys; resume compares them.
+    facts = settings(replace_vae_steps=2, latent_anchor_weight=0.3).vae_facts(REPLACEMENT_VAE_DIR)
+    assert facts["new_vae_of_warm_start"] is True and facts["latent_anchor"] == 0.3
+    assert REPLACEMENT_VAE_DIR == "vae_new"
+
+
+def _pretrain_args(*flags: str):
+    parser = argparse.ArgumentParser(prog="kerasemote")
+    cli_pretrain.register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["pretrain", "--data", "d", "--out", "o", *flags]), parser
+
+
+def test_pretrain_cli_takes_the_earlier_flag_spellings_as_hidden_aliases(capsys):
+    new, _ = _pretrain_args("--replace-vae-steps", "5", "--latent-anchor-weight", "0.3")
+    old, parser = _pretrain_args("--new-vae-steps", "5", "--latent-anchor", "0.3")
+    assert (new.replace_vae_steps, new.latent_anchor_weight) == (5, 0.3)
+    assert (old.replace_vae_steps, old.latent_anchor_weight) == (5, 0.3)
+    unset, _ = _pretrain_args()
+    assert (unset.replace_vae_steps, unset.latent_anchor_weight) == (0, PretrainSettings().latent_anchor_weight)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["pretrain", "--help"])
+    shown = capsys.readouterr().out
+    assert "--replace-vae-steps" in shown and "--latent-anchor-weight" in shown
+    assert "--new-vae-steps" not in shown and "--latent-anchor " not in shown
 
 
 def _latent_drift(model, anchor, images) -> float:
@@ -132,37 +162,37 @@ def _latent_drift(model, anchor, images) -> float:
     return float(np.mean(np.square(model.vae_encoder(x)[..., :4] - anchor(x)[..., :4])))
 
 
-def test_new_vae_anchor_holds_its_latents_near_the_warm_starts(prepared, tmp_path):
+def test_replacement_vae_anchor_holds_its_latents_near_the_warm_starts(prepared, tmp_path):
     images, _, tokens = read_prepared(prepared, SIZE)
     drifts = {}
     for weight in (0.0, 100.0):
         model = build_model(CONFIG, list(tokens.values()), seed=0)
         anchor = build_model(CONFIG, list(tokens.values()), seed=1).vae_encoder  # the old VAE's encoder
         anchor.trainable = False
-        stage = settings(new_vae_steps=20, vae_batch_size=8, vae_learning_rate=2e-3, latent_anchor=weight)
+        stage = settings(replace_vae_steps=20, vae_batch_size=8, vae_learning_rate=2e-3, latent_anchor_weight=weight)
         losses = train_vae(model, images, stage, str(tmp_path / str(weight)), progress=False, anchor_encoder=anchor)
         assert len(losses) == 20 and all(np.isfinite(losses))
         drifts[weight] = _latent_drift(model, anchor, images)
     assert drifts[100.0] < 0.2 * drifts[0.0]  # without the anchor the new latents lie anywhere
 
 
-def test_new_vae_needs_a_warm_start_that_it_does_not_overwrite(prepared, tmp_path):
+def test_replace_vae_needs_a_warm_start_that_it_does_not_overwrite(prepared, tmp_path):
     with pytest.raises(ValueError, match="--init-from"):
-        pretrain(prepared, str(tmp_path / "a"), settings(new_vae_steps=2), progress=False)
+        pretrain(prepared, str(tmp_path / "a"), settings(replace_vae_steps=2), progress=False)
     with pytest.raises(ValueError, match="must not be overwritten"):
-        pretrain(prepared, str(tmp_path / "a"), settings(new_vae_steps=2), init_from=str(tmp_path / "m"),
+        pretrain(prepared, str(tmp_path / "a"), settings(replace_vae_steps=2), init_from=str(tmp_path / "m"),
                  export_dir=str(tmp_path / "m/"), progress=False)
 
 
-def test_a_new_vae_for_a_warm_start_keeps_its_text_encoder_and_unet(prepared, tmp_path):
+def test_replace_vae_keeps_the_warm_starts_text_encoder_and_unet(prepared, tmp_path):
     _, _, tokens = read_prepared(prepared, SIZE)
     start_dir, out = str(tmp_path / "start"), str(tmp_path / "run")
     save_model(build_model(CONFIG, list(tokens.values()), seed=0), start_dir, 2, dtype="float16",
                extra={"vae": {"scaling_factor": 1.0, "steps": 4}})
     grouped = CONFIG.replace(vae_norm_groups=8)  # the new VAE may have other VAE sizes
-    with pytest.raises(ValueError, match=r"differs in vae_norm_groups.*--new-vae-steps"):
+    with pytest.raises(ValueError, match=r"differs in vae_norm_groups.*--replace-vae-steps"):
         pretrain(prepared, out, settings(config=grouped, steps=2), init_from=start_dir, progress=False)
-    stage = settings(config=grouped, steps=2, new_vae_steps=3, color_weight=1.0)
+    stage = settings(config=grouped, steps=2, replace_vae_steps=3, color_weight=1.0)
     result = pretrain(prepared, out, stage, init_from=start_dir, progress=False)
     start, model = StableDiffusion.load(start_dir), StableDiffusion.load(result.model_dir)
     same = lambda a, b: all(np.array_equal(x.numpy(), y.numpy()) for x, y in zip(a.weights, b.weights))  # noqa: E731
@@ -194,7 +224,7 @@ def test_pretrain_writes_a_loadable_model_and_resumes_both_stages(prepared, firs
     vae_files = checkpoints.list_checkpoints(os.path.join(out, "vae"))
     second = pretrain(prepared, out, settings(steps=3), export_dir=export, progress=False)
     assert second.step == 3 and second.losses[:2] == first.losses
-    assert checkpoints.list_checkpoints(os.path.join(out, "vae")) == vae_files  # stage 1 not run again
+    assert checkpoints.list_checkpoints(os.path.join(out, "vae")) == vae_files  # the VAE is not trained again
     model = StableDiffusion.load(export)
     manifest = json.loads(open(os.path.join(export, "config.json")).read())
     assert manifest["training"]["steps"] == 3 and manifest["dtype"] == "float16" and manifest["vae"]["steps"] == 4
@@ -245,7 +275,7 @@ def test_a_decoder_refresh_of_a_warm_start_skips_stage_2_and_writes_the_model(pr
     result = pretrain(prepared, out, settings(steps=first.step, decoder_steps=2), init_from=first.model_dir,
                       export_dir=export, progress=False)
     assert result.step == first.step and result.losses == []
-    assert not os.path.exists(os.path.join(out, "text_to_image", "checkpoints"))  # stage 2 did not run
+    assert not os.path.exists(os.path.join(out, "text_to_image", "checkpoints"))  # the text-to-image stage did not run
     for folder in (result.model_dir, export):
         model = StableDiffusion.load(folder)
         manifest = json.loads(open(os.path.join(folder, "config.json")).read())

@@ -6,7 +6,7 @@ import pathlib
 import pytest
 from gcs_fixture import BUCKET, gcs_bucket, gcs_emulator  # noqa: F401  (pytest fixtures)
 
-from kerasemote import storage
+from kerasemote import storage, storage_gcs
 
 # ---------------------------------------------------------------------- paths
 
@@ -169,9 +169,9 @@ def test_missing_credentials_error_says_how_to_authenticate(monkeypatch, tmp_pat
     pytest.importorskip("google.cloud.storage")
     monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-key.json"))
-    storage._make_client.cache_clear()
+    storage_gcs._make_client.cache_clear()
     try:
-        with pytest.raises(storage.StorageAuthError, match=r"from google\.colab import auth"):
+        with pytest.raises(storage_gcs.StorageAuthError, match=r"from google\.colab import auth"):
             storage.read_bytes("gs://some-bucket/x.npz")
     finally:
-        storage._make_client.cache_clear()
+        storage_gcs._make_client.cache_clear()

@@ -28,7 +28,9 @@ from kerasemote.training import (
 )
 from kerasemote.training.checkpoints import list_checkpoints, load_checkpoint
 from kerasemote.training.data import batch_plan
-from kerasemote.training.loop import LearningRate, TrainConfig, evaluate_loss, make_optimizer, min_snr_weights
+from kerasemote.training.loop import evaluate_loss
+from kerasemote.training.optimizer import LearningRate, make_optimizer
+from kerasemote.training.step import min_snr_weights
 
 EMOTIONS = {"happy": ["1f600", "1f603", "1f604"], "sad": ["1f622", "1f61e", "1f614"]}
 SIZE = 32  # the tiny VAE downsamples 4x: 8x8 latents

@@ -9,7 +9,7 @@ Typical use::
 """
 
 from kerasemote.classification.concepts import concept_label, evaluate_concepts
-from kerasemote.classification.ensemble import EnsembleClassifier, GatedClassifier, train_ensemble
+from kerasemote.classification.ensemble import EnsembleClassifier, GatedClassifier
 from kerasemote.classification.evaluate import (
     ClassMetrics,
     EvaluationReport,
@@ -24,14 +24,8 @@ from kerasemote.classification.images import (
     load_labelled_folder,
     prepare_images,
 )
-from kerasemote.classification.model import (
-    Classifier,
-    ImageClassifier,
-    build_classifier,
-    load_classifier,
-    resolve_backbone_weights,
-    save_classifier,
-)
+from kerasemote.classification.model import Classifier, ImageClassifier, build_classifier, resolve_backbone_weights
+from kerasemote.classification.saving import load_classifier, save_classifier
 from kerasemote.classification.score import (
     ConceptScore,
     ImagePrediction,
@@ -47,6 +41,7 @@ from kerasemote.classification.train import (
     fit_classifier,
     stratified_split,
     train_classifier,
+    train_ensemble,
 )
 
 __all__ = [

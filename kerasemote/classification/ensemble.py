@@ -9,8 +9,8 @@ seed: on the same generated images one run recognised 34 % of the heart-eyes fac
 cannot pull it off course.
 
 Both are :class:`~kerasemote.classification.model.ImageClassifier` s: score, evaluate and
-save them like one network. On disk each part is a folder beside a ``labels.json`` that
-names the kind and the parts.
+save them like one network (:mod:`kerasemote.classification.saving` writes each part in a
+folder beside a ``labels.json`` that names the kind and the parts).
 
 Example:
     >>> emotions = EnsembleClassifier([load_classifier(f"runs/seed_{i}") for i in range(3)])
@@ -21,27 +21,11 @@ Example:
 
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, replace
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from kerasemote.classification.images import PathLike
-from kerasemote.classification.model import (
-    LABELS_FILE,
-    ImageClassifier,
-    load_network,
-    read_labels,
-    save_classifier,
-    write_json_atomic,
-)
-from kerasemote.classification.train import ClassifierTrainConfig, TrainData, train_classifier
-
-ENSEMBLE_KIND = "ensemble"
-GATED_KIND = "gated"
-_MAX_DEPTH = 4  # parts inside parts; a deeper file is refused rather than followed
+from kerasemote.classification.model import ImageClassifier
 
 
 class EnsembleClassifier(ImageClassifier):
@@ -120,93 +104,3 @@ class GatedClassifier(ImageClassifier):
         return np.concatenate([gate[:, :at], gate[:, at:at + 1] * expert, gate[:, at + 1:]], axis=1)
 
 
-def _parts(classifier: ImageClassifier) -> tuple[str, dict[str, ImageClassifier], dict]:
-    if isinstance(classifier, EnsembleClassifier):
-        return ENSEMBLE_KIND, {f"member_{i}": m for i, m in enumerate(classifier.members)}, {}
-    if isinstance(classifier, GatedClassifier):
-        return GATED_KIND, {"gate": classifier.gate, "expert": classifier.expert}, {"gate_class": classifier.gate_class}
-    raise TypeError(f"Cannot save a {type(classifier).__name__}; expected a Classifier, an EnsembleClassifier "
-                    "or a GatedClassifier.")
-
-
-def save_composite(classifier: ImageClassifier, out_dir: PathLike, extra: dict | None = None) -> Path:
-    """Write each part into its own folder of ``out_dir``, then the ``labels.json`` that names them.
-
-    The labels file comes last, so an interrupted save leaves no folder that loads half a judge.
-    """
-    _, parts, _ = _parts(classifier)
-    for name, part in parts.items():
-        save_classifier(part, Path(out_dir) / name)
-    return write_composite_labels(classifier, out_dir, extra)
-
-
-def write_composite_labels(classifier: ImageClassifier, out_dir: PathLike, extra: dict | None = None) -> Path:
-    """Write only the ``labels.json`` that names the parts (already saved in their folders)."""
-    kind, parts, facts = _parts(classifier)
-    out = Path(out_dir)
-    meta = {"class_names": classifier.class_names, "image_size": classifier.image_size, "kind": kind,
-            "parts": list(parts), **facts}
-    meta.update(extra or {})
-    write_json_atomic(out / LABELS_FILE, meta)
-    return out
-
-
-def train_ensemble(data: TrainData, out_dir: PathLike, config: ClassifierTrainConfig, members: int,
-                   val_data: TrainData | None = None, verbose: int | str = "auto") -> EnsembleClassifier:
-    """Train ``members`` classifiers, seeds ``config.seed``, ``config.seed + 1``..., saved as one ensemble.
-
-    Each member is a whole :func:`~kerasemote.classification.train.train_classifier` run in
-    ``out_dir/member_<i>`` (model, labels, history plot; its own validation split when one is
-    held out); ``out_dir/labels.json``, written last, makes the folder load as one classifier.
-
-    Example:
-        >>> judge = train_ensemble("by_emotion/", "judge/", ClassifierTrainConfig(weights="none"), members=3)
-    """
-    if members < 1:
-        raise ValueError(f"An ensemble needs at least one member, found members={members}.")
-    trained = [train_classifier(data, Path(out_dir) / f"member_{i}", replace(config, seed=config.seed + i),
-                                val_data, verbose).classifier
-               for i in range(members)]
-    ensemble = EnsembleClassifier(trained)
-    write_composite_labels(ensemble, out_dir, {"train_config": asdict(config),
-                                               "seeds": [config.seed + i for i in range(members)]})
-    return ensemble
-
-
-def load_composite(model_dir: PathLike, meta: dict, depth: int = 0) -> ImageClassifier:
-    """Rebuild a classifier written by :func:`save_composite` from its folder and parsed labels.json."""
-    model_dir = Path(model_dir)
-    labels = os.fspath(model_dir / LABELS_FILE)
-    if depth >= _MAX_DEPTH:
-        raise ValueError(f"Label file {labels!r} nests parts more than {_MAX_DEPTH} deep.")
-    kind = meta.get("kind")
-    parts = meta.get("parts")
-    expected_parts = {ENSEMBLE_KIND: None, GATED_KIND: ["gate", "expert"]}
-    if kind not in expected_parts:
-        raise ValueError(f"Label file {labels!r}: key 'kind' is {kind!r}; expected one of {sorted(expected_parts)}.")
-    if (not isinstance(parts, list) or not parts or not all(_is_plain_name(p) for p in parts)
-            or (expected_parts[kind] is not None and parts != expected_parts[kind])):
-        want = expected_parts[kind] or "a non-empty list of sub-folder names"
-        raise ValueError(f"Label file {labels!r}: key 'parts' is {parts!r}; expected {want}.")
-    loaded = [_load_part(model_dir / p, depth + 1) for p in parts]
-    if kind == ENSEMBLE_KIND:
-        classifier: ImageClassifier = EnsembleClassifier(loaded)
-    else:
-        gate_class = meta.get("gate_class")
-        if not isinstance(gate_class, str):
-            raise ValueError(f"Label file {labels!r}: key 'gate_class' is {gate_class!r}; expected a class name.")
-        classifier = GatedClassifier(loaded[0], loaded[1], gate_class)
-    if classifier.class_names != meta["class_names"]:
-        raise ValueError(f"Label file {labels!r}: key 'class_names' is {meta['class_names']}, but its parts give "
-                         f"{classifier.class_names}; expected the same.")
-    return classifier
-
-
-def _load_part(folder: Path, depth: int) -> ImageClassifier:
-    meta = read_labels(folder / LABELS_FILE)
-    return load_composite(folder, meta, depth) if "kind" in meta else load_network(folder, meta)
-
-
-def _is_plain_name(part: object) -> bool:
-    # A part is a folder right inside the judge's folder: no separators, no way up.
-    return isinstance(part, str) and part not in ("", ".", "..") and "/" not in part and "\\" not in part

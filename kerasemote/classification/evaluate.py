@@ -9,8 +9,9 @@ from typing import Union
 import numpy as np
 
 from kerasemote.classification.images import LabelledImages, PathLike, load_labelled_folder
-from kerasemote.classification.model import ImageClassifier, write_json_atomic
+from kerasemote.classification.model import ImageClassifier
 from kerasemote.classification.plots import plot_confusion_matrix, plot_image_grid
+from kerasemote.classification.saving import write_json_atomic
 
 REPORT_FILE = "evaluation.json"
 CONFUSION_PLOT = "confusion_matrix.png"

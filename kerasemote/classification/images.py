@@ -1,8 +1,9 @@
-"""Image loading for the classifier: RGBA composited on white, resized, uint8.
+"""Image loading for the classifier: RGBA composited on white, brought to its size, uint8.
 
-Everything the classifier sees passes through :func:`prepare_images`, so a
-folder of PNGs, a list of paths and an in-memory batch of generated images are
-treated the same way.
+Everything the classifier sees passes through :func:`prepare_images`, so a folder of PNGs,
+a list of paths and an in-memory batch of generated images are treated the same way; each
+image goes through the project's one reader (:mod:`kerasemote.data.images`) with the settings
+training uses (centre crop, Lanczos, white), so the judge sees what the model learned from.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Sequence, Union
 import numpy as np
 from PIL import Image
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+from kerasemote.data.images import IMAGE_EXTENSIONS, read_image, shape_image
+
 # The contact sheets kerasemote writes beside the images it generates (generate, interpolate, demo):
 # a folder of generations is scored without them.
 CONTACT_SHEETS = ("grid.png", "sweep.gif")
@@ -58,34 +60,13 @@ class LabelledImages:
         )
 
 
-def composite_on_white(image: Image.Image) -> Image.Image:
-    """Return an RGB image; transparent pixels become white (emoji PNGs are RGBA)."""
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
 def load_image(path: PathLike, size: int) -> np.ndarray:
-    """Read one image file as uint8 (size, size, 3) RGB, composited on white.
+    """Read one image file as uint8 (size, size, 3) RGB, composited on white, centre-cropped.
 
     Raises:
-        ValueError: the file is not an image Pillow can read.
+        ValueError: the file is missing or not an image Pillow can read (names the file).
     """
-    try:
-        with Image.open(path) as image:
-            image.load()
-            rgb = composite_on_white(image)
-    except (OSError, ValueError) as err:  # PIL.UnidentifiedImageError is an OSError
-        raise ValueError(f"Cannot read image {os.fspath(path)!r}: {err}") from err
-    return _resize(rgb, size)
-
-
-def _resize(image: Image.Image, size: int) -> np.ndarray:
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
-    return np.asarray(image, dtype=np.uint8)  # (S, S, 3)
+    return read_image(path, size)
 
 
 def array_to_rgb(images: np.ndarray, size: int, name: str = "images") -> np.ndarray:
@@ -112,7 +93,7 @@ def array_to_rgb(images: np.ndarray, size: int, name: str = "images") -> np.ndar
             )
         images = np.round(images).astype(np.uint8)
     mode = "RGBA" if images.shape[-1] == 4 else "RGB"
-    out = [_resize(composite_on_white(Image.fromarray(im, mode)), size) for im in images]
+    out = [np.asarray(shape_image(Image.fromarray(im, mode), size), dtype=np.uint8) for im in images]
     return np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
 
 

@@ -7,9 +7,7 @@ so callers never preprocess by hand.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -17,10 +15,8 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from kerasemote.classification.images import ImageInput, PathLike, prepare_images
+from kerasemote.classification.images import ImageInput, prepare_images
 
-MODEL_FILE = "model.keras"
-LABELS_FILE = "labels.json"
 IMAGENET_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_NOTOP_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_NOTOP_FILE
 IMAGENET_NOTOP_MD5 = "4d473c1dd8becc155b73f8504c6f6626"  # the hash keras.applications checks
@@ -196,108 +192,6 @@ class Classifier(ImageClassifier):
             return np.zeros((0, len(self.class_names)), np.float32)
         probs = self.model.predict(batch.astype(np.float32), batch_size=batch_size, verbose=0)
         return np.asarray(probs, dtype=np.float32)
-
-
-def save_classifier(classifier: ImageClassifier, out_dir: PathLike, extra: dict | None = None) -> Path:
-    """Write ``model.keras`` and ``labels.json`` into ``out_dir`` (each atomically).
-
-    A classifier made of several (an ensemble, a gated pair) is written as a folder per part
-    and a ``labels.json`` that names them; :func:`load_classifier` reads both kinds.
-
-    Args:
-        classifier: what to save.
-        out_dir: folder, created if needed.
-        extra: additional JSON-serialisable metadata stored in labels.json.
-
-    Returns:
-        ``out_dir`` as a Path.
-    """
-    if not isinstance(classifier, Classifier):
-        from kerasemote.classification.ensemble import save_composite
-
-        return save_composite(classifier, out_dir, extra)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".keras", dir=out)  # Keras insists on the suffix
-    os.close(fd)
-    try:
-        _without_optimizer(classifier.model).save(tmp)
-        os.replace(tmp, out / MODEL_FILE)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    meta = {"class_names": list(classifier.class_names), "image_size": classifier.image_size}
-    meta.update(extra or {})
-    write_json_atomic(out / LABELS_FILE, meta)
-    return out
-
-
-def _without_optimizer(model: keras.Model) -> keras.Model:
-    # A judge is only ever run: Adam's two moments would triple the file (~280 MB instead of
-    # ~95 MB per ResNet-50). A functional copy over the same layers has no optimizer to save.
-    if getattr(model, "optimizer", None) is None:
-        return model
-    try:
-        return keras.Model(model.inputs, model.outputs, name=model.name)
-    except (AttributeError, ValueError):  # a subclassed model has no graph to copy
-        return model
-
-
-def write_json_atomic(path: PathLike, data: dict) -> None:
-    """Write JSON to a temp file beside ``path``, then rename it into place."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_labels(labels_path: PathLike) -> dict:
-    """The labels.json of a saved classifier, with errors that name the file and key."""
-    labels_path = Path(labels_path)
-    try:
-        meta = json.loads(labels_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"Label file {os.fspath(labels_path)!r} does not exist.") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"Label file {os.fspath(labels_path)!r} is not valid JSON: {err}") from err
-    names = meta.get("class_names") if isinstance(meta, dict) else None
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise ValueError(
-            f"Label file {os.fspath(labels_path)!r}: key 'class_names' must be a list of strings, "
-            f"found {names!r}."
-        )
-    return meta
-
-
-def load_classifier(model_dir: PathLike) -> ImageClassifier:
-    """Load a classifier written by :func:`save_classifier` (one network or one made of several).
-
-    Raises:
-        ValueError: the label count does not match the model's outputs.
-    """
-    model_dir = Path(model_dir)
-    meta = read_labels(model_dir / LABELS_FILE)
-    if "kind" in meta:
-        from kerasemote.classification.ensemble import load_composite
-
-        return load_composite(model_dir, meta)
-    return load_network(model_dir, meta)
-
-
-def load_network(model_dir: Path, meta: dict) -> Classifier:
-    """The one network of ``model_dir`` (``model.keras``), given its parsed labels.json."""
-    names = meta["class_names"]
-    model_path = model_dir / MODEL_FILE
-    if not model_path.is_file():
-        raise FileNotFoundError(f"Classifier model {os.fspath(model_path)!r} does not exist.")
-    model = keras.saving.load_model(model_path)
-    units = int(model.output_shape[-1])
-    if units != len(names):
-        raise ValueError(
-            f"Label file {os.fspath(model_dir / LABELS_FILE)!r}: key 'class_names' has {len(names)} "
-            f"names but {os.fspath(model_path)!r} has {units} outputs; expected the same count."
-        )
-    return Classifier(model=model, class_names=names)
 
 
 def class_index(classifier_names: Sequence[str], label: str) -> int:

@@ -12,7 +12,8 @@ from typing import Sequence, Union
 import numpy as np
 
 from kerasemote.classification.images import ImageInput, PathLike, list_labelled_folder, prepare_images
-from kerasemote.classification.model import ImageClassifier, class_index, write_json_atomic
+from kerasemote.classification.model import ImageClassifier, class_index
+from kerasemote.classification.saving import write_json_atomic
 
 SCORE_CSV = "predictions.csv"
 SCORE_JSON = "scores.json"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -11,13 +11,10 @@ import keras
 import numpy as np
 
 from kerasemote.classification.images import LabelledImages, PathLike, load_labelled_folder
-from kerasemote.classification.model import (
-    Classifier,
-    build_classifier,
-    save_classifier,
-    write_json_atomic,
-)
+from kerasemote.classification.ensemble import EnsembleClassifier
+from kerasemote.classification.model import Classifier, build_classifier
 from kerasemote.classification.plots import plot_history
+from kerasemote.classification.saving import save_classifier, write_composite_labels, write_json_atomic
 
 HISTORY_PLOT = "history.png"
 HISTORY_FILE = "history.json"
@@ -209,6 +206,28 @@ def _save_run(
     write_json_atomic(out / HISTORY_FILE, history)
     plot_history(history, out / HISTORY_PLOT)
     return out
+
+
+def train_ensemble(data: TrainData, out_dir: PathLike, config: ClassifierTrainConfig, members: int,
+                   val_data: TrainData | None = None, verbose: int | str = "auto") -> EnsembleClassifier:
+    """Train ``members`` classifiers, seeds ``config.seed``, ``config.seed + 1``..., saved as one ensemble.
+
+    Each member is a whole :func:`train_classifier` run in
+    ``out_dir/member_<i>`` (model, labels, history plot; its own validation split when one is
+    held out); ``out_dir/labels.json``, written last, makes the folder load as one classifier.
+
+    Example:
+        >>> judge = train_ensemble("by_emotion/", "judge/", ClassifierTrainConfig(weights="none"), members=3)
+    """
+    if members < 1:
+        raise ValueError(f"An ensemble needs at least one member, found members={members}.")
+    trained = [train_classifier(data, Path(out_dir) / f"member_{i}", replace(config, seed=config.seed + i),
+                                val_data, verbose).classifier
+               for i in range(members)]
+    ensemble = EnsembleClassifier(trained)
+    write_composite_labels(ensemble, out_dir, {"train_config": asdict(config),
+                                               "seeds": [config.seed + i for i in range(members)]})
+    return ensemble
 
 
 def load_history(model_dir: PathLike) -> dict[str, list[float]]:

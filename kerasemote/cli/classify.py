@@ -7,6 +7,16 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from kerasemote.cli._common import (
+    add_adapter_arguments,
+    add_model_arguments,
+    add_sampler_arguments,
+    add_size_arguments,
+    apply_adapters,
+    load_model_from_args,
+    sampling_options,
+)
+
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``classify`` command group; each leaf sets ``func(args) -> int``."""
@@ -128,13 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return args.func(args)
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 def register_evaluate_concepts(subparsers) -> None:
-    from kerasemote.cli.generate import add_model_arguments
-
     p = subparsers.add_parser(
         "evaluate-concepts",
         help="generate images per concept, classify them, print success rates",
@@ -149,29 +153,27 @@ def register_evaluate_concepts(subparsers) -> None:
     p.add_argument("--concepts", nargs="+", required=True, help="words or learned tokens, e.g. happy sad or <happy>")
     p.add_argument("--labels", nargs="+", help="the intended class of each concept (default: matched by name)")
     p.add_argument("--n", type=int, default=16, help="images per concept (default 16)")
-    p.add_argument("--embeddings", nargs="+", default=[], metavar="FILE", help="textual-inversion files to load")
-    p.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]", help="LoRA files to apply")
-    p.add_argument("--steps", type=int, default=25, help="sampler steps (default 25)")
-    p.add_argument("--guidance", type=float, default=7.5, help="guidance scale (default 7.5)")
-    p.add_argument("--sampler", choices=["ddim", "euler", "dpm++"], default="ddim", help="sampler (default ddim)")
+    add_adapter_arguments(p, embeddings_help="textual-inversion files to load", lora_help="LoRA files to apply")
+    add_sampler_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
-    p.add_argument("--height", type=int, default=None, help="height in pixels")
-    p.add_argument("--width", type=int, default=None, help="width in pixels")
+    add_size_arguments(p)
     p.add_argument("--out", default="out/concepts", help="images, predictions.csv and scores.json go here")
     p.set_defaults(func=run_evaluate_concepts)
 
 
 def run_evaluate_concepts(args: argparse.Namespace) -> int:
     from kerasemote.classification import evaluate_concepts, load_classifier
-    from kerasemote.cli.generate import apply_adapters, load_model_from_args
 
     model = load_model_from_args(args)
     apply_adapters(model, args.embeddings, args.lora)
     report = evaluate_concepts(
         model, load_classifier(args.classifier), args.prompt, args.concepts, num_images=args.n,
-        labels=args.labels, seed=args.seed, out_dir=args.out, steps=args.steps, guidance=args.guidance,
-        sampler=args.sampler, height=args.height, width=args.width,
+        labels=args.labels, seed=args.seed, out_dir=args.out, **sampling_options(args),
     )
     print(report.format_table())
     print(f"wrote images, predictions.csv and scores.json in {args.out}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,17 +1,20 @@
-"""``kerasemote demo``: the whole mission on the embedded tiny model, offline, in minutes."""
+"""``kerasemote demo``: the whole mission on the embedded tiny model, offline, in minutes.
+
+Its options are DemoConfig's fields (``--kebab-name``, type, default, help and choices from the
+field), so a new field is a new option; only ``--out`` is the command's own.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import types
+import typing
 
 
 def register(subparsers) -> None:
-    from dataclasses import asdict
+    from kerasemote.demo import DemoConfig  # light: TensorFlow loads only when the demo runs
 
-    from kerasemote.demo import EMOTION_PROMPTS, DemoConfig  # light: TensorFlow loads only when the demo runs
-
-    d = asdict(DemoConfig())
-    d["sources"] = ",".join(d["sources"])
     p = subparsers.add_parser(
         "demo",
         help="the whole mission on the tiny model: data, textual inversion, samples, mixing, success rates",
@@ -26,80 +29,89 @@ def register(subparsers) -> None:
         ),
     )
     p.add_argument("--out", default="demo", help="output folder (default demo)")
-    p.add_argument("--model", default=d["model"], help=f"preset name or model directory (default {d['model']})")
-    p.add_argument("--sources", default=d["sources"],
-                   help=f"packaged emoji sets, comma-separated; missing ones are skipped (default {d['sources']})")
-    p.add_argument("--data", help="a prepared directory (kerasemote data prepare --size 64) instead of --sources")
-    p.add_argument("--concept", default=d["concept"],
-                   help=f"emoji name (or character) learned from its packaged images (default {d['concept']})")
-    p.add_argument("--emotion-init", default=None, metavar="WORD",
-                   help="initializer word of every emotion token (default: each its own word: happy, sad, "
-                        "angry, love)")
-    p.add_argument("--init-token", default=d["init_token"],
-                   help=f"initializer word of the concept token, one CLIP token (default {d['init_token']})")
-    p.add_argument("--steps", type=int, default=d["steps"],
-                   help=f"textual-inversion steps of the emotion tokens (default {d['steps']})")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"],
-                   help=f"their batch size, and the concept LoRA's (default {d['batch_size']})")
-    p.add_argument("--learning-rate", type=float,
-                   help="their learning rate (default the strategy's, 5e-3)")
-    p.add_argument("--concept-steps", type=int, default=d["concept_steps"],
-                   help=f"textual-inversion steps of the concept token (default {d['concept_steps']})")
-    p.add_argument("--concept-batch-size", type=int, default=d["concept_batch_size"],
-                   help=f"its batch size (default {d['concept_batch_size']})")
-    p.add_argument("--concept-learning-rate", type=float, default=d["concept_learning_rate"],
-                   help=f"its learning rate (default {d['concept_learning_rate']:g})")
-    p.add_argument("--concept-lora-steps", type=int, default=d["concept_lora_steps"],
-                   help="steps of LoRA adapters (UNet attention and convs) learned from the concept's images on "
-                        f"top of its token, drawn as one more row; 0: none (default {d['concept_lora_steps']})")
-    p.add_argument("--concept-lora-rank", type=int, default=d["concept_lora_rank"],
-                   help=f"their rank (default {d['concept_lora_rank']})")
-    p.add_argument("--concept-lora-learning-rate", type=float, default=d["concept_lora_learning_rate"],
-                   help=f"their learning rate (default {d['concept_lora_learning_rate']:g})")
-    p.add_argument("--samples", type=int, default=d["samples"],
-                   help=f"seeds per prompt in the sample grid (default {d['samples']})")
-    p.add_argument("--sample-steps", type=int, default=d["sample_steps"],
-                   help=f"sampler steps of every image (default {d['sample_steps']})")
-    p.add_argument("--guidance", type=float, default=d["guidance"], help=f"guidance scale (default {d['guidance']:g})")
-    p.add_argument("--mix-with", default=d["mix_with"], choices=list(EMOTION_PROMPTS),
-                   help=f"emotion the concept is interpolated towards (default {d['mix_with']})")
-    p.add_argument("--classifier",
-                   help="a judge folder to use instead of training one: OUT/classifier of an earlier demo, or one "
-                        "written by kerasemote classify train")
-    p.add_argument("--classifier-epochs", type=int, default=d["classifier_epochs"],
-                   help=f"epochs of each of the judge's ResNet-50s (default {d['classifier_epochs']})")
-    p.add_argument("--judge-members", type=int, default=d["judge_members"],
-                   help="ResNet-50s trained on the four emotions' faces, one seed each, whose averaged "
-                        f"probabilities say which emotion a face shows (default {d['judge_members']})")
-    p.add_argument("--judge-faces", type=int, default=d["judge_faces"],
-                   help="emotion faces in the gate's 'face' class, drawn evenly over the emotions (default: all)")
-    p.add_argument("--judge-other", type=int, default=d["judge_other"],
-                   help="images of other emoji (no face, not the concept) in the gate's 'other' class, so that "
-                        f"a generation that is neither has a class of its own; 0: none (default {d['judge_other']})")
-    p.add_argument("--num-images", type=int, default=d["num_images"],
-                   help=f"generations scored per prompt (default {d['num_images']})")
-    p.add_argument("--seed", type=int, default=d["seed"], help=f"seed (default {d['seed']})")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_config_options(p, DemoConfig)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from kerasemote.demo import DemoConfig, run_demo
 
-    config = DemoConfig(
-        model=args.model, sources=tuple(s.strip() for s in args.sources.split(",") if s.strip()), data=args.data,
-        concept=args.concept, init_token=args.init_token, emotion_init=args.emotion_init, steps=args.steps,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate, concept_steps=args.concept_steps,
-        concept_batch_size=args.concept_batch_size, concept_learning_rate=args.concept_learning_rate,
-        concept_lora_steps=args.concept_lora_steps,
-        concept_lora_rank=args.concept_lora_rank, concept_lora_learning_rate=args.concept_lora_learning_rate,
-        samples=args.samples, sample_steps=args.sample_steps,
-        guidance=args.guidance, mix_with=args.mix_with, classifier=args.classifier,
-        classifier_epochs=args.classifier_epochs, judge_members=args.judge_members, judge_faces=args.judge_faces,
-        judge_other=args.judge_other, num_images=args.num_images,
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
-    run_demo(args.out, config)
+    run_demo(args.out, config_from_args(DemoConfig, args))
     return 0
+
+
+# ---------------------------------------------------------------------- options from a config dataclass
+
+
+def option_fields(config_class: type) -> list[dataclasses.Field]:
+    """The fields of ``config_class`` that are command-line options (all but ``metadata["option"] = False``)."""
+    return [f for f in dataclasses.fields(config_class) if f.metadata.get("option", True)]
+
+
+def add_config_options(parser: argparse.ArgumentParser, config_class: type) -> None:
+    """One option per field of the dataclass ``config_class``, in field order.
+
+    ``field_name`` becomes ``--field-name`` with the field's default and ``metadata["help"]``
+    (followed by ``(default X)`` unless the default is None), ``metadata["choices"]`` and
+    ``metadata["metavar"]`` where given. ``int`` / ``float`` fields parse as such, ``X | None``
+    as ``X``, ``tuple[X, ...]`` from a comma-separated list. A ``bool`` field that defaults to
+    True becomes ``--no-field-name`` (help: "no " + its help), one that defaults to False
+    ``--field-name``.
+
+    Raises:
+        TypeError: a field's type is none of those.
+    """
+    hints = typing.get_type_hints(config_class)
+    for f in option_fields(config_class):
+        flag, text = f.name.replace("_", "-"), f.metadata.get("help", "")
+        kind = _plain_type(hints[f.name])
+        if kind is bool:
+            if f.default:
+                parser.add_argument(f"--no-{flag}", dest=f.name, action="store_false", help=f"no {text}")
+            else:
+                parser.add_argument(f"--{flag}", dest=f.name, action="store_true", help=text)
+            continue
+        options: dict = {"dest": f.name, "default": f.default}
+        if text:
+            options["help"] = text if f.default is None else f"{text} (default {_shown(f.default)})"
+        if typing.get_origin(kind) is tuple:
+            options["type"] = _comma_list(typing.get_args(kind)[0])
+        elif kind in (int, float):
+            options["type"] = kind
+        elif kind is not str:
+            raise TypeError(f"{config_class.__name__}.{f.name}: expected a type of int, float, str, bool, "
+                            f"tuple[X, ...] or X | None for a command-line option, found {hints[f.name]}")
+        for key in ("choices", "metavar"):
+            if key in f.metadata:
+                options[key] = list(f.metadata[key]) if key == "choices" else f.metadata[key]
+        parser.add_argument(f"--{flag}", **options)
+
+
+def config_from_args(config_class: type, args: argparse.Namespace):
+    """``config_class`` from the options :func:`add_config_options` added (other fields keep their defaults)."""
+    return config_class(**{f.name: getattr(args, f.name) for f in option_fields(config_class)})
+
+
+def _plain_type(hint):
+    """``X | None`` -> ``X``; any other type as it is."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        kinds = [k for k in typing.get_args(hint) if k is not type(None)]
+        return kinds[0] if len(kinds) == 1 else hint
+    return hint
+
+
+def _shown(value) -> str:
+    """A default as the help shows it: ``2e-3`` -> ``0.002``, ``7.0`` -> ``7``, a tuple comma-separated."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _comma_list(item: type):
+    def parse(text: str) -> tuple:
+        return tuple(item(s.strip()) for s in text.split(",") if s.strip())
+
+    parse.__name__ = "comma-separated list"  # argparse names the type in its error message
+    return parse

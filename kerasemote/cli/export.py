@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from kerasemote.cli._common import add_dtype_argument
+
 
 def register(subparsers) -> None:
+    from kerasemote.convert.embeddings_interop import EMBEDDING_FORMATS
+    from kerasemote.convert.lora_interop import LORA_FORMATS
+
     p = subparsers.add_parser(
         "export",
         help="write embeddings or a LoRA for diffusers, A1111 or kohya",
@@ -17,21 +22,21 @@ def register(subparsers) -> None:
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     e = kinds.add_parser("embeddings", help="textual-inversion tokens -> diffusers or A1111 files")
     e.add_argument("src", help="embeddings.npz / .npy / embeddings.json or a run folder")
-    e.add_argument("--format", choices=["diffusers", "a1111"], default="diffusers",
+    e.add_argument("--format", choices=EMBEDDING_FORMATS, default="diffusers",
                    help="diffusers (key = the token) or a1111 (key emb_params; the file name is the trigger word)")
     e.add_argument("--out", required=True,
                    help="a .safetensors file (one token) or a folder (one <token>.safetensors per token)")
     e.add_argument("--token", action="append", help="export only this token (repeatable; default all)")
-    e.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="stored precision")
+    add_dtype_argument(e)
     e.set_defaults(func=run_export_embeddings)
 
     lo = kinds.add_parser("lora", help="a LoRA .npz -> diffusers / PEFT or kohya .safetensors")
     lo.add_argument("src", help="our LoRA file (lora.npz) or its run folder")
-    lo.add_argument("--format", choices=["diffusers", "kohya", "kohya-ldm"], default="diffusers",
+    lo.add_argument("--format", choices=LORA_FORMATS, default="diffusers",
                     help="diffusers (PEFT keys), kohya (lora_unet_down_blocks_...) or kohya-ldm "
                          "(lora_unet_input_blocks_...)")
     lo.add_argument("--out", required=True, help="the .safetensors file to write")
-    lo.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="stored precision")
+    add_dtype_argument(lo)
     lo.add_argument("--config", default=None,
                     help="UNet config for kohya-ldm names (default: the base model's, from the LoRA's manifest)")
     lo.set_defaults(func=run_export_lora)
@@ -97,12 +102,9 @@ def run_export_lora(args: argparse.Namespace) -> int:
 
 def run_import_embeddings(args: argparse.Namespace) -> int:
     from kerasemote.convert.embeddings_interop import import_embeddings
-    from kerasemote.convert.torchfile import UnsafePickleError
 
-    try:
-        paths = import_embeddings(args.src, args.out, args.token)
-    except UnsafePickleError as err:
-        raise ValueError(str(err)) from None
+    # A file that asks to run pickled code raises UnsafePickleError, a ValueError the CLI reports in one line.
+    paths = import_embeddings(args.src, args.out, args.token)
     print(f"wrote {', '.join(paths)}")
     return 0
 
@@ -110,12 +112,8 @@ def run_import_embeddings(args: argparse.Namespace) -> int:
 def run_import_lora(args: argparse.Namespace) -> int:
     from kerasemote.config import get_config
     from kerasemote.convert.lora_interop import import_lora
-    from kerasemote.convert.torchfile import UnsafePickleError
 
     out = _lora_file(args.out)
-    try:
-        import_lora(args.src, out, get_config(args.config))
-    except UnsafePickleError as err:
-        raise ValueError(str(err)) from None
+    import_lora(args.src, out, get_config(args.config))  # UnsafePickleError: see run_import_embeddings
     print(f"wrote {out}")
     return 0

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from kerasemote.cli.generate import add_model_arguments, load_model_from_args
+from kerasemote.cli._common import (
+    add_model_arguments,
+    add_sampler_arguments,
+    add_size_arguments,
+    load_model_from_args,
+    sampling_options,
+    save_images_and_grid,
+)
 
 
 def register(subparsers) -> None:
@@ -15,7 +22,8 @@ def register(subparsers) -> None:
             "Mix two learned concepts (--embeddings A B, with --prompt holding a {} for the concept) or two "
             "prompts (--prompts P1 P2), at one fraction (--alpha) or over a sweep (--num). Four --prompts make "
             "a 2-D grid. alpha is the share of the second concept: 0.3 means 30%% B, 70%% A. Writes one PNG per "
-            "image, a labelled grid.png, sweep.gif and, with --alpha in token space, the mixed token as an embeddings folder (mixed/)."
+            "image, a labelled grid.png, sweep.gif and, with --alpha in token space, the mixed token as an "
+            "embeddings folder (mixed/)."
         ),
     )
     add_model_arguments(p)
@@ -29,11 +37,8 @@ def register(subparsers) -> None:
     p.add_argument("--space", choices=["token", "context"], default="token",
                    help="mix token embeddings or encoded prompts (default token; --prompts implies context)")
     p.add_argument("--seed", type=int, default=0, help="seed of the shared initial noise (default 0)")
-    p.add_argument("--steps", type=int, default=25, help="sampler steps (default 25)")
-    p.add_argument("--guidance", type=float, default=7.5, help="guidance scale (default 7.5)")
-    p.add_argument("--sampler", choices=["ddim", "euler", "dpm++"], default="ddim", help="sampler (default ddim)")
-    p.add_argument("--height", type=int, default=None, help="height in pixels")
-    p.add_argument("--width", type=int, default=None, help="width in pixels")
+    add_sampler_arguments(p)
+    add_size_arguments(p)
     p.add_argument("--out", default="out/interpolate", help="output folder (local, Drive or gs://)")
     p.set_defaults(func=run)
 
@@ -48,17 +53,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}.")
     model = load_model_from_args(args)
     alphas = [args.alpha] if args.alpha is not None else interpolate.fractions(args.num)
-    gen = dict(steps=args.steps, guidance=args.guidance, sampler=args.sampler, height=args.height,
-               width=args.width)
+    gen = sampling_options(args)
 
     if args.prompts:
         if len(args.prompts) == 4:
             images = interpolate.context_grid(model, args.prompts, args.num, method=args.method, seed=args.seed,
                                               **gen)
-            from kerasemote import images as image_io
-
-            image_io.save_images(images, args.out, prefix="cell")
-            grid = image_io.save_grid(images, storage.join(args.out, "grid.png"), cols=args.num)
+            _, grid = save_images_and_grid(images, args.out, prefix="cell", cols=args.num)
             print(f"wrote a {args.num}x{args.num} grid to {grid}")
             return 0
         if len(args.prompts) != 2:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from kerasemote.cli._common import add_dtype_argument
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -17,7 +19,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("src", help="checkpoint file or folder (local, Drive or gs://)")
     p.add_argument("--out", required=True, help="model directory to write")
-    p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="stored precision")
+    add_dtype_argument(p)
     p.set_defaults(func=run_convert)
 
     p = subparsers.add_parser(

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from kerasemote.cli.generate import add_model_arguments, load_model_from_args
+from kerasemote.cli._common import add_dtype_argument, add_model_arguments, load_model_from_args
 
 
 def register(subparsers) -> None:
+    from kerasemote.lora_files import DEFAULT_TARGETS, TARGETS
+
     p = subparsers.add_parser("train", help="teach the model a concept (textual inversion, LoRA, fine-tune)")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
 
     ti = kinds.add_parser("textual-inversion", help="learn a placeholder token per concept",
                           description="Learn one new token per concept; only its embedding rows train.")
-    _common(ti, default_lr=5e-3)
+    _add_run_arguments(ti, default_lr=5e-3)
     ti.add_argument("--token", help='placeholder for every image, e.g. "<broccoli>" (default: "<subfolder>" '
                                     "per concept subfolder)")
     ti.add_argument("--init-token", help="initializer word, exactly one CLIP token (default: the concept name)")
@@ -21,24 +23,25 @@ def register(subparsers) -> None:
     ti.set_defaults(func=run_textual_inversion)
 
     lora = kinds.add_parser("lora", help="train low-rank adapters", description="Train LoRA adapters.")
-    _common(lora, default_lr=1e-4)
+    _add_run_arguments(lora, default_lr=1e-4)
     lora.add_argument("--rank", type=int, default=4, help="LoRA rank (default 4)")
     lora.add_argument("--alpha", type=float, default=None, help="LoRA alpha; delta = alpha/rank * A @ B (default rank)")
-    lora.add_argument("--targets", nargs="+", default=["attention"],
-                      choices=["attention", "feedforward", "projections", "convs", "text"],
+    lora.add_argument("--targets", nargs="+", default=list(DEFAULT_TARGETS), choices=list(TARGETS),
                       help="layer groups to adapt (default: attention)")
     lora.add_argument("--word", help="words naming the concept in template captions (e.g. a trigger word)")
     lora.set_defaults(func=run_lora)
 
     ft = kinds.add_parser("finetune", help="fine-tune the whole UNet", description="Fine-tune every UNet weight.")
-    _common(ft, default_lr=1e-5)
+    _add_run_arguments(ft, default_lr=1e-5)
     ft.add_argument("--word", help="words naming the concept in template captions")
     ft.add_argument("--ema", type=float, default=None, metavar="DECAY", help="keep and save an EMA (e.g. 0.999)")
-    ft.add_argument("--save-dtype", choices=["float32", "float16"], default="float32", help="model file dtype")
+    add_dtype_argument(ft, "--save-dtype", help_text="model file dtype")
     ft.set_defaults(func=run_finetune)
 
 
-def _common(p: argparse.ArgumentParser, default_lr: float) -> None:
+def _add_run_arguments(p: argparse.ArgumentParser, default_lr: float) -> None:
+    from kerasemote.training.config import LR_SCHEDULES, OPTIMIZERS
+
     add_model_arguments(p)
     p.add_argument("--data", required=True, help="image folder (sidecar .txt captions; subfolders = concepts) "
                                                  "or a prepared dataset directory")
@@ -46,10 +49,11 @@ def _common(p: argparse.ArgumentParser, default_lr: float) -> None:
     p.add_argument("--steps", type=int, required=True, help="optimizer steps in all")
     p.add_argument("--resolution", type=int, default=None, help="training side in pixels (default: the model's)")
     p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--learning-rate", type=float, default=default_lr, help=f"peak learning rate (default {default_lr:g})")
-    p.add_argument("--optimizer", choices=["adamw", "adafactor"], default="adamw")
+    p.add_argument("--learning-rate", type=float, default=default_lr,
+                   help=f"peak learning rate (default {default_lr:g})")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
     p.add_argument("--weight-decay", type=float, default=1e-2)
-    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant")
     p.add_argument("--warmup-steps", type=int, default=0)
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
     p.add_argument("--clip-norm", type=float, default=1.0, help="gradient clipping norm (0: off)")
@@ -95,8 +99,7 @@ def _run(args: argparse.Namespace, make_strategy, resume=None) -> int:
     result = train(model, strategy, images, config, args.out, resume=args.resume if resume is None else resume)
     print(f"{result.status} at step {result.step}; wrote {', '.join(result.outputs) or 'nothing'}")
     if isinstance(strategy, TextualInversion):
-        print(f"token norms: {norm_summary(model, strategy.placeholders, strategy.init)} "
-              "(far above the starting word's: try a larger --batch-size or a lower --learning-rate)")
+        print(f"token norms: {norm_summary(model, strategy.placeholders, strategy.init)}")
     return 0 if result.status == "completed" else 1
 
 

@@ -51,7 +51,8 @@ def convert_checkpoint(src: str):
     if fmt == "model_dir":
         return StableDiffusion.load(src)
     if fmt == "kerascv":
-        from kerasemote.convert.kerascv import KERASCV_CONFIG, load_kerascv_weights
+        from kerasemote.convert.kerascv import load_kerascv_weights
+        from kerasemote.convert.kerascv_layout import KERASCV_CONFIG
 
         config, arrays = KERASCV_CONFIG, load_kerascv_weights(src)
     elif fmt == "diffusers":

@@ -81,7 +81,7 @@ def export_embeddings(
         ValueError: unknown format or dtype, a token not in the source, several tokens for one file.
     """
     _check_choice("format", format, EMBEDDING_FORMATS)
-    _check_choice("dtype", dtype, ("float32", "float16"))
+    _check_choice("dtype", dtype, weights.SAVE_DTYPES)
     vectors, _ = embeddings.read_embeddings(source)
     chosen = list(tokens or vectors)
     missing = [t for t in chosen if t not in vectors]

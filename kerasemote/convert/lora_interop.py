@@ -40,21 +40,20 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Mapping
 
 import numpy as np
 
 from kerasemote import lora_files, storage, weights
 from kerasemote.config import SD_V1, ModelConfig
-from kerasemote.convert import naming, torchfile
+from kerasemote.convert import torchfile
+from kerasemote.convert.layout import listed_keys
+from kerasemote.convert.lora_names import kohya_name, layer_path, ldm_kohya_names, module_from_kohya, module_name
 
 logger = logging.getLogger(__name__)
 
 LORA_FORMATS = ("diffusers", "kohya", "kohya-ldm")
-COMPONENTS = {"unet": ("unet", "lora_unet_"), "text_encoder": ("text_encoder", "lora_te_")}
 METADATA_KEY = "lora_adapter_metadata"  # where diffusers >= 0.35 keeps PEFT's LoraConfig
-_MAX_LISTED = 10
 
 
 @dataclass
@@ -70,85 +69,6 @@ class LayerLoRA:
     a: np.ndarray
     b: np.ndarray
     scale: float
-
-
-# ---------------------------------------------------------------------- names
-
-
-def module_name(path: str) -> str:
-    """Our layer path -> diffusers' module name with its component prefix.
-
-    ``"unet/down_blocks.0/attentions.0/transformer_blocks.0/attn1/to_q"`` ->
-    ``"unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"``.
-    """
-    part = path.split("/", 1)[0]
-    if part not in COMPONENTS:
-        raise ValueError(f"LoRA layer {path!r}: expected a unet/ or text_encoder/ layer.")
-    return f"{part}.{naming.torch_key(path + '/kernel')[: -len('.weight')]}"
-
-
-def _glued(previous: str, word: str) -> bool:
-    """Whether ``word`` continues the Keras layer name ``previous`` rather than starting a new one."""
-    return word.isdigit() or (previous, word) == ("encoder", "layers") or (
-        word == "proj" and re.fullmatch(r"net\.\d+", previous) is not None
-    )
-
-
-def layer_path(module: str) -> str:
-    """diffusers' module name -> our layer path (inverse of ``module_name``).
-
-    Our layers are named after the reference modules with ``/`` between Keras layers; an
-    index stays glued to its container (``down_blocks.0``, ``to_out.0``), as do the two
-    nested names ``net.0.proj`` and ``encoder.layers.N``.
-    """
-    segments: list[str] = []
-    for word in module.split("."):
-        if segments and _glued(segments[-1], word):
-            segments[-1] += "." + word
-        else:
-            segments.append(word)
-    return "/".join(segments)
-
-
-@lru_cache(maxsize=1)
-def _underscored_words() -> tuple[tuple[str, ...], ...]:
-    """Every module word containing ``_`` (``down_blocks``, ``to_q``...), as token tuples, longest first."""
-    words = set()
-    for part in COMPONENTS:
-        for path in naming.variable_shapes(SD_V1, part):
-            words.update(w for segment in path.split("/") for w in segment.split(".") if "_" in w)
-    return tuple(sorted((tuple(w.split("_")) for w in words), key=len, reverse=True))
-
-
-def kohya_name(module: str) -> str:
-    """``"unet.down_blocks.0.attn1.to_q"`` -> ``"lora_unet_down_blocks_0_attn1_to_q"``."""
-    part, rest = module.split(".", 1)
-    return COMPONENTS[part][1] + rest.replace(".", "_")
-
-
-def module_from_kohya(name: str) -> str | None:
-    """kohya's ``lora_unet_..`` / ``lora_te_..`` name -> diffusers' module name; None if not one."""
-    for part, (_, prefix) in COMPONENTS.items():
-        if name.startswith(prefix):
-            tokens, out, i = name[len(prefix) :].split("_"), [], 0
-            while i < len(tokens):
-                word = next((w for w in _underscored_words() if tuple(tokens[i : i + len(w)]) == w), None)
-                out.append("_".join(word) if word else tokens[i])
-                i += len(word) if word else 1
-            return f"{part}." + ".".join(out)
-    return None
-
-
-def ldm_kohya_names(config: ModelConfig) -> dict[str, str]:
-    """kohya LDM-style UNet name -> our layer path, e.g. ``lora_unet_input_blocks_1_1_..._to_q``."""
-    from kerasemote.convert.original import UNET_PREFIX, single_file_layout
-
-    names = {}
-    for key, entry in single_file_layout(config, ["unet"]).items():
-        if entry.path.endswith("/kernel"):
-            module = key[len(UNET_PREFIX) : -len(".weight")]
-            names["lora_unet_" + module.replace(".", "_")] = entry.path[: -len("/kernel")]
-    return names
 
 
 # ---------------------------------------------------------------------- layouts
@@ -249,13 +169,8 @@ def detect_layout(state: Mapping[str, Any], source: str) -> str:
         return "diffusers"
     raise weights.WeightFileError(
         f"{source}: no LoRA keys found; expected diffusers ('unet....lora_A.weight') or kohya "
-        f"('lora_unet_....lora_down.weight') keys, found {_listed(keys)}."
+        f"('lora_unet_....lora_down.weight') keys, found {listed_keys(keys)}."
     )
-
-
-def _listed(keys) -> str:
-    keys = sorted(keys)
-    return ", ".join(repr(k) for k in keys[:_MAX_LISTED]) + (f" ... ({len(keys)} in all)" if len(keys) > _MAX_LISTED else "")
 
 
 def _peft_scale(metadata: Mapping[str, Any] | None, module: str, rank: int) -> float:
@@ -288,7 +203,7 @@ def _diffusers_pairs(state: Mapping[str, np.ndarray], source: str) -> dict[str, 
         which = {"A": "down", "B": "up"}.get(match["which"], match["which"])
         pairs.setdefault(module, {})[which] = (key, np.asarray(array))
     if unknown:
-        raise weights.WeightFileError(f"{source}: keys {_listed(unknown)} are not LoRA down/up weights.")
+        raise weights.WeightFileError(f"{source}: keys {listed_keys(unknown)} are not LoRA down/up weights.")
     return pairs
 
 
@@ -306,7 +221,7 @@ def _kohya_pairs(state: Mapping[str, np.ndarray], source: str, ldm: Mapping[str,
         pairs.setdefault(path, {})[_KOHYA_PARTS[match["which"]]] = (key, np.asarray(array))
     if unknown:
         raise weights.WeightFileError(
-            f"{source}: keys {_listed(unknown)} expected 'lora_unet_<module>.lora_down.weight' / "
+            f"{source}: keys {listed_keys(unknown)} expected 'lora_unet_<module>.lora_down.weight' / "
             "'.lora_up.weight' / '.alpha' (or lora_te_)."
         )
     return pairs
@@ -444,8 +359,8 @@ def export_lora(source: str | lora_files.LoRAWeights, out: str, format: str = "d
     """
     if format not in LORA_FORMATS:
         raise ValueError(f"format must be one of {list(LORA_FORMATS)}, got {format!r}.")
-    if dtype not in ("float32", "float16"):
-        raise ValueError(f"dtype must be float32 or float16, got {dtype!r}.")
+    if dtype not in weights.SAVE_DTYPES:
+        raise ValueError(f"dtype must be {' or '.join(weights.SAVE_DTYPES)}, got {dtype!r}.")
     if not out.endswith(".safetensors"):
         raise ValueError(f"{out}: LoRA exports are .safetensors only (no pickles); rename the target.")
     lora = source if isinstance(source, lora_files.LoRAWeights) else lora_files.read_lora(source)

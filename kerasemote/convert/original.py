@@ -41,7 +41,7 @@ import numpy as np
 from kerasemote import storage
 from kerasemote.config import SD_V1, ModelConfig
 from kerasemote.convert import naming, torchfile
-from kerasemote.convert.diffusers import (
+from kerasemote.convert.layout import (
     COMPONENTS,
     Entry,
     arrays_from_state,

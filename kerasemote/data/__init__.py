@@ -39,8 +39,8 @@ _LAZY = {
     "summarize": "kerasemote.data.inspection",
     "format_summary": "kerasemote.data.inspection",
     "contact_sheet": "kerasemote.data.inspection",
-    "tfds_builder": "kerasemote.data.tfds_builder",
-    "tfds_load": "kerasemote.data.tfds_builder",
+    "tfds_builder": "kerasemote.data.tfds_dataset",
+    "tfds_load": "kerasemote.data.tfds_dataset",
 }
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from kerasemote import storage
 from kerasemote.data.images import Color, parse_color, prepare_image
 from kerasemote.data.prepare import INFO_FILE, LABELS_FILE, METADATA_FILE, TOKENS_FILE
 from kerasemote.data.records import EmojiRecord, SkippedItem
@@ -24,52 +25,62 @@ from kerasemote.data.split import SPLITS
 REQUIRED_KEYS = ("file", "caption", "vendor", "label", "split")
 
 
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; is {path.parent} a prepared directory (`kerasemote data prepare`)?")
+def _read_text(directory: str | os.PathLike, name: str) -> tuple[str, str]:
+    """``(path, text)`` of a file of a prepared directory (local, Drive or ``gs://``)."""
+    path = storage.join(directory, name)
+    if not storage.exists(path):
+        raise FileNotFoundError(f"{path} not found; is {directory} a prepared directory (`kerasemote data prepare`)?")
+    return path, storage.read_bytes(path).decode("utf-8")
+
+
+def _read_json(directory: str | os.PathLike, name: str) -> Any:
+    path, text = _read_text(directory, name)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error}).") from None
 
 
 def read_metadata(directory: str | os.PathLike) -> list[dict]:
-    """Rows of ``metadata.jsonl``, each checked for the keys downstream code reads."""
-    path = Path(directory) / METADATA_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; is {directory} a prepared directory (`kerasemote data prepare`)?")
+    """Rows of ``metadata.jsonl`` in file order, each checked for the keys downstream code reads.
+
+    ``directory`` may be local, a mounted Drive folder or ``gs://``.
+    """
+    path, text = _read_text(directory, METADATA_FILE)
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid JSON ({error}).") from None
-            missing = [key for key in REQUIRED_KEYS if key not in row]
-            if missing:
-                raise ValueError(f"{path}:{number}: missing keys {missing}; expected {list(REQUIRED_KEYS)}, "
-                                 f"found {sorted(row)}.")
-            if row["split"] not in SPLITS:
-                raise ValueError(f"{path}:{number}: key 'split' must be one of {list(SPLITS)}, found {row['split']!r}.")
-            rows.append(row)
+    # split on \n only: a caption may hold U+2028, which splitlines() would cut (json.dumps keeps it raw)
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number}: not valid JSON ({error}).") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{number}: expected a JSON object, found {line[:80]!r}.")
+        missing = [key for key in REQUIRED_KEYS if key not in row]
+        if missing:
+            raise ValueError(f"{path}:{number}: missing keys {missing}; expected {list(REQUIRED_KEYS)}, "
+                             f"found {sorted(row)}.")
+        if row["split"] not in SPLITS:
+            raise ValueError(f"{path}:{number}: key 'split' must be one of {list(SPLITS)}, found {row['split']!r}.")
+        rows.append(row)
     return rows
 
 
 def label_names(directory: str | os.PathLike) -> list[str]:
     """Label names of a prepared set; label id ``i`` is ``label_names(dir)[i]``."""
-    return list(_read_json(Path(directory) / LABELS_FILE)["names"])
+    return list(_read_json(directory, LABELS_FILE)["names"])
 
 
 def vendor_tokens(directory: str | os.PathLike) -> dict[str, str]:
     """Vendor -> style token (``<s0>``...) saved next to the data."""
-    return dict(_read_json(Path(directory) / TOKENS_FILE))
+    return dict(_read_json(directory, TOKENS_FILE))
 
 
 def dataset_info(directory: str | os.PathLike) -> dict:
     """``info.json``: size, background, ratios and counts of a prepared set."""
-    return _read_json(Path(directory) / INFO_FILE)
+    return _read_json(directory, INFO_FILE)
 
 
 def augment(image: tf.Tensor, seed: tf.Tensor, flip: bool, crop_scale: float | None) -> tf.Tensor:

@@ -1,4 +1,10 @@
-"""Emotion labels derived from emoji names, so a labelled emotion set exists offline.
+"""The project's one emotion table: labels, their face emoji, prompts, tokens and starting words.
+
+Every part of kerasemote that names an emotion takes it from here, spelled one way
+(``happy``, ``sad``, ``angry``, ``in love``); where a name cannot hold a space (a token,
+a token's folder) :func:`emotion_slug` derives it (``in love`` -> ``<in-love>``).
+
+Emotion labels come from emoji names too, so a labelled emotion set exists offline.
 
 The mapping is an explicit table of face emoji, not keyword matching: keywords
 mislabel ("smiling face with horns" is not happy, "smiling face with tear" is not
@@ -32,6 +38,24 @@ EMOTION_EMOJI: dict[str, str] = {
     "surprised": "😮😯😲🙀",
 }
 EMOTIONS: tuple[str, ...] = tuple(EMOTION_EMOJI)
+# The emotions that are taught and judged: label -> the prompt that asks for it with words.
+EMOTION_PROMPTS: dict[str, str] = {
+    "happy": "a grinning face emoji",
+    "sad": "a crying face emoji",
+    "angry": "an angry face emoji",
+    "in love": "a smiling face with heart-eyes emoji",
+}
+# The one-CLIP-token word each emotion token starts from (the model's captions say "a happy face emoji").
+EMOTION_WORDS: dict[str, str] = {"happy": "happy", "sad": "sad", "angry": "angry", "in love": "love"}
+
+
+def emotion_slug(label: str) -> str:
+    """Label without spaces, for tokens and folder names (``"in love"`` -> ``"in-love"``)."""
+    return "-".join(label.split())
+
+
+# label -> the token learned for it (``"in love"`` -> ``"<in-love>"``).
+EMOTION_TOKENS: dict[str, str] = {label: f"<{emotion_slug(label)}>" for label in EMOTION_PROMPTS}
 
 # Names that older releases used and that neither table above yields.
 _EXTRA_NAMES = {"enraged face": "angry", "pouting face": "angry", "face with look of triumph": "angry"}

@@ -1,4 +1,16 @@
-"""Image preparation: decode safely, composite RGBA on a background, trim, fit to a square."""
+"""The one image reader: decode safely, composite RGBA on a background, bring to a size.
+
+Every part of kerasemote reads images through :func:`read_image` (or :func:`shape_image` for an
+image already decoded): data preparation, training and the classifier, so a file gives the same
+pixels wherever it is read. Two ways to reach a size:
+
+* ``fit="crop"``: cut the largest centred box of the target's shape, then resize (training and
+  the classifier: what the model learns from is what the judge sees).
+* ``fit="pad"``: scale to fit inside, pad with the background (data preparation: a whole emoji,
+  never a cut one).
+
+Transparency is composited on the background before resizing, so edges never darken.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +19,25 @@ import binascii
 import io
 import os
 import re
+from typing import Union
 
+import numpy as np
 from PIL import Image, ImageColor
 
+from kerasemote import storage
 from kerasemote.data.records import BadImageError
 
 Color = tuple[int, int, int]
+Size = Union[int, tuple[int, int]]  # a square side, or (height, width)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+FITS = ("crop", "pad")
+RESAMPLING = {
+    "lanczos": Image.Resampling.LANCZOS,
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+}
+WHITE: Color = (255, 255, 255)
 _DATA_URI = re.compile(r"^data:image/[A-Za-z0-9.+-]+;base64,", re.IGNORECASE)
 
 
@@ -30,15 +54,15 @@ def parse_color(value: str | Color) -> Color:
 
 
 def open_image_file(path: str | os.PathLike) -> Image.Image:
-    """Decode an image file fully, turning every decoder failure into ``BadImageError``."""
+    """Decode an image file (local, Drive or gs://) fully; every failure becomes ``BadImageError``."""
     try:
-        with Image.open(path) as image:
+        with storage.open_read(path) as file, Image.open(file) as image:
             image.load()
             return image.convert("RGBA") if image.mode == "P" else image.copy()
     except FileNotFoundError:
-        raise BadImageError("missing file", str(path)) from None
+        raise BadImageError("missing file", os.fspath(path)) from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise BadImageError("unreadable image", f"{path}: {error}") from None
+        raise BadImageError("unreadable image", f"{os.fspath(path)}: {error}") from None
 
 
 def open_image_bytes(data: bytes, origin: str) -> Image.Image:
@@ -76,7 +100,7 @@ def trim_transparent(image: Image.Image) -> Image.Image:
     return image.crop(box)
 
 
-def composite(image: Image.Image, background: Color = (255, 255, 255)) -> Image.Image:
+def composite(image: Image.Image, background: Color = WHITE) -> Image.Image:
     """RGBA over a solid background -> RGB."""
     image = to_rgba(image)
     base = Image.new("RGBA", image.size, background + (255,))
@@ -84,7 +108,7 @@ def composite(image: Image.Image, background: Color = (255, 255, 255)) -> Image.
 
 
 def fit_square(
-    image: Image.Image, size: int, background: Color = (255, 255, 255), margin: float = 0.0
+    image: Image.Image, size: int, background: Color = WHITE, margin: float = 0.0, resample: str = "lanczos"
 ) -> Image.Image:
     """Scale to fit ``size`` x ``size`` keeping the aspect ratio, pad with the background.
 
@@ -93,6 +117,7 @@ def fit_square(
         size: output side in pixels.
         background: padding and transparency colour.
         margin: blank border on each side, as a fraction of ``size``.
+        resample: a name of :data:`RESAMPLING`.
 
     Returns:
         An RGB image of ``size`` x ``size``.
@@ -107,17 +132,125 @@ def fit_square(
     new_size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     if new_size != image.size:
         # Resampling with premultiplied alpha would be ideal; compositing first avoids dark fringes.
-        image = composite(image, background).resize(new_size, Image.Resampling.LANCZOS)
+        image = composite(image, background).resize(new_size, _resampling(resample))
     canvas = Image.new("RGB", (size, size), background)
     offset = ((size - new_size[0]) // 2, (size - new_size[1]) // 2)
     canvas.paste(composite(image, background), offset)
     return canvas
 
 
-def prepare_image(
-    image: Image.Image, size: int, background: Color = (255, 255, 255), trim: bool = False, margin: float = 0.0
+def crop_to(image: Image.Image, size: Size, background: Color = WHITE, resample: str = "lanczos") -> Image.Image:
+    """Cut the largest centred box of the target's shape, then resize to it.
+
+    Args:
+        image: any mode; transparency is composited on ``background``.
+        size: a square side, or (height, width).
+        background: transparency colour.
+        resample: a name of :data:`RESAMPLING`.
+
+    Returns:
+        An RGB image of the target size.
+    """
+    height, width = _height_width(size)
+    rgb = composite(image, background)
+    w, h = rgb.size
+    if w * height > h * width:  # wider than the target: keep the full height
+        crop_w, crop_h = max(1, round(h * width / height)), h
+    else:
+        crop_w, crop_h = w, max(1, round(w * height / width))
+    left, top = (w - crop_w) // 2, (h - crop_h) // 2
+    rgb = rgb.crop((left, top, left + crop_w, top + crop_h))
+    return rgb if rgb.size == (width, height) else rgb.resize((width, height), _resampling(resample))
+
+
+def shape_image(
+    image: Image.Image,
+    size: Size | None,
+    fit: str = "crop",
+    background: str | Color = WHITE,
+    resample: str = "lanczos",
+    trim: bool = False,
+    margin: float = 0.0,
 ) -> Image.Image:
-    """The one image recipe: optional trim to opaque pixels, composite, fit to a square."""
+    """The one image recipe: optional trim to opaque pixels, composite, bring to ``size``.
+
+    Args:
+        image: a decoded image, any mode.
+        size: a square side, (height, width), or None to keep the image's own size.
+        fit: ``"crop"`` (centre box of the target's shape) or ``"pad"`` (whole image, padded; square only).
+        background: colour under transparent pixels and of the padding.
+        resample: a name of :data:`RESAMPLING`.
+        trim: first crop to the bounding box of the pixels with any opacity.
+        margin: ``fit="pad"`` only: blank border on each side, as a fraction of ``size``.
+
+    Returns:
+        An RGB image.
+    """
+    if fit not in FITS:
+        raise ValueError(f"fit is {fit!r}; expected one of {FITS}.")
+    color = parse_color(background)
     if trim:
         image = trim_transparent(image)
-    return fit_square(image, size, background, margin)
+    if size is None:
+        return composite(image, color)
+    if fit == "pad":
+        if not _is_side(size):
+            raise ValueError(f"fit='pad' makes squares: size must be one side in pixels; got {size!r}.")
+        return fit_square(image, int(size), color, margin, resample)
+    if margin:
+        raise ValueError(f"margin is {margin}; only fit='pad' leaves a margin.")
+    return crop_to(image, size, color, resample)
+
+
+def read_image(
+    source: str | os.PathLike | bytes,
+    size: Size | None,
+    fit: str = "crop",
+    background: str | Color = WHITE,
+    resample: str = "lanczos",
+    trim: bool = False,
+    margin: float = 0.0,
+) -> np.ndarray:
+    """Read one image file (local, Drive or gs://) or encoded bytes as uint8 RGB pixels.
+
+    Args:
+        source: a path, or the bytes of an encoded image.
+        size, fit, background, resample, trim, margin: as :func:`shape_image`.
+
+    Returns:
+        uint8 (H, W, 3): (size, size, 3) for a square ``size``.
+
+    Raises:
+        BadImageError: a missing or unreadable file (a ``ValueError`` naming it).
+
+    Example:
+        >>> read_image("happy/1f600.png", 64).shape
+        (64, 64, 3)
+    """
+    image = open_image_bytes(source, "image bytes") if isinstance(source, bytes) else open_image_file(source)
+    return np.asarray(shape_image(image, size, fit, background, resample, trim, margin), dtype=np.uint8)
+
+
+def prepare_image(
+    image: Image.Image, size: int, background: Color = WHITE, trim: bool = False, margin: float = 0.0
+) -> Image.Image:
+    """Data preparation's recipe: optional trim to opaque pixels, composite, fit (pad) to a square."""
+    return shape_image(image, size, "pad", background, trim=trim, margin=margin)
+
+
+def _is_side(size: object) -> bool:
+    return isinstance(size, (int, np.integer))
+
+
+def _height_width(size: Size) -> tuple[int, int]:
+    height, width = (size, size) if _is_side(size) else size
+    if height < 1 or width < 1:
+        raise ValueError(f"size must be positive pixels; got {size!r}.")
+    return int(height), int(width)
+
+
+def _resampling(name: str) -> Image.Resampling:
+    try:
+        return RESAMPLING[name]
+    except KeyError:
+        raise ValueError(f"resample is {name!r}; expected one of {sorted(RESAMPLING)}.") from None

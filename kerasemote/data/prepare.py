@@ -59,9 +59,11 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def split_key(record: EmojiRecord, group_by_emoji: bool) -> str:
-    """All vendors of one emoji share a key when grouping; otherwise each image has its own."""
+    """Each image its own key; when grouping, the record's group, else its emoji (all vendors), else its caption."""
     if not group_by_emoji:
         return record.id
+    if record.group is not None:
+        return record.group
     if record.emoji:
         return "emoji:" + record.emoji.replace(VARIATION_SELECTOR, "")
     return "text:" + " ".join((record.caption or record.description).lower().split())

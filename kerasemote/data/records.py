@@ -41,6 +41,8 @@ class EmojiRecord:
         caption: a caption to use as is (sidecar ``.txt``, metadata); ``None`` builds one.
         origin: the file or ``file:row`` the record came from, for messages.
         trim: crop to the opaque pixels before fitting (font renders and packaged PNGs).
+        group: records with the same group share a split; ``None`` groups by the emoji, else by
+            the caption (generated images, each unique, use their own id).
     """
 
     id: str
@@ -52,6 +54,7 @@ class EmojiRecord:
     caption: str | None = None
     origin: str = ""
     trim: bool = False
+    group: str | None = None
 
 
 @dataclass(frozen=True)

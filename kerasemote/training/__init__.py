@@ -7,10 +7,12 @@ Example:
     >>> result = train(model, strategy, data, TrainConfig(steps=500), "runs/emotions")
 """
 
+from kerasemote.training.config import TrainConfig, TrainResult
 from kerasemote.training.data import ImageSet, load_training_images
 from kerasemote.training.finetune import FineTune
+from kerasemote.training.loop import train
 from kerasemote.training.lora import LoRA
-from kerasemote.training.loop import Strategy, TrainConfig, TrainResult, train
+from kerasemote.training.strategy import Strategy
 from kerasemote.training.templates import OBJECT_TEMPLATES, STYLE_TEMPLATES, fill_templates
 from kerasemote.training.textual_inversion import TextualInversion, concept_tokens
 

@@ -18,19 +18,16 @@ exactly the batches an uninterrupted one would.
 
 from __future__ import annotations
 
-import io
-import json
 from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 
 from kerasemote import storage
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-PREPARED_METADATA = "metadata.jsonl"
+from kerasemote.data.dataset import read_metadata
+from kerasemote.data.images import IMAGE_EXTENSIONS, read_image
+from kerasemote.data.prepare import METADATA_FILE
 
 
 @dataclass(frozen=True)
@@ -135,7 +132,7 @@ def load_training_images(path: str, size: int, background: str = "white") -> Ima
     """
     if not storage.isdir(path):
         raise FileNotFoundError(f"--data {path}: not a folder of images.")
-    if storage.exists(storage.join(path, PREPARED_METADATA)):
+    if storage.exists(storage.join(path, METADATA_FILE)):
         return _prepared_entries(path, size, background)
     entries = _folder_entries(path)
     if not entries:
@@ -172,24 +169,13 @@ def _images_in(folder: str, concept: str) -> list[tuple[str, tuple[str, ...], st
 
 
 def _prepared_entries(path: str, size: int, background: str) -> ImageSet:
-    """A ``kerasemote data prepare`` directory: every row of its metadata.jsonl."""
-    text = storage.read_bytes(storage.join(path, PREPARED_METADATA)).decode("utf-8")
+    """A ``kerasemote data prepare`` directory: every row of its metadata.jsonl, in file order."""
     entries = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            file, caption = row["file"], row["caption"]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(
-                f"{path}/{PREPARED_METADATA}:{number}: expected a JSON object with 'file' and "
-                f"'caption', found {line[:80]!r} ({err})."
-            ) from None
-        concept = row.get("label") or row.get("vendor") or storage.basename(path)
-        entries.append((storage.join(path, file), (caption,) if caption else (), str(concept)))
+    for row in read_metadata(path):
+        concept = row["label"] or row["vendor"] or storage.basename(path)
+        entries.append((storage.join(path, row["file"]), (row["caption"],) if row["caption"] else (), str(concept)))
     if not entries:
-        raise ValueError(f"{path}/{PREPARED_METADATA}: no rows.")
+        raise ValueError(f"{storage.join(path, METADATA_FILE)}: no rows.")
     return _load_entries(entries, size, background)
 
 
@@ -204,18 +190,11 @@ def _load_entries(entries, size: int, background: str) -> ImageSet:
 
 
 def read_square_image(path: str, size: int, background: str = "white") -> np.ndarray:
-    """One image as uint8 (size, size, 3): alpha composited, centre-cropped to a square, resized."""
-    try:
-        image = Image.open(io.BytesIO(storage.read_bytes(path)))
-        image.load()
-    except OSError as err:
-        raise ValueError(f"{path}: not a readable image ({err}).") from None
-    image = image.convert("RGBA")
-    image = Image.alpha_composite(Image.new("RGBA", image.size, background), image).convert("RGB")
-    side = min(image.size)
-    left, top = (image.width - side) // 2, (image.height - side) // 2
-    image = image.crop((left, top, left + side, top + side))
-    return np.asarray(image.resize((size, size), Image.LANCZOS), dtype=np.uint8)
+    """One image as uint8 (size, size, 3): alpha composited, centre-cropped to a square, resized (Lanczos).
+
+    The project's one reader (:func:`kerasemote.data.images.read_image`) with training's settings.
+    """
+    return read_image(path, size, fit="crop", background=background, resample="lanczos")
 
 
 # ---------------------------------------------------------------------- latents

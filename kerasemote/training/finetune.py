@@ -13,7 +13,7 @@ import numpy as np
 
 from kerasemote import storage
 from kerasemote.training.data import ImageSet
-from kerasemote.training.loop import Strategy
+from kerasemote.training.strategy import Strategy
 from kerasemote.training.templates import fill_templates
 
 MODEL_DIR = "model"

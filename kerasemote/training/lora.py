@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 from kerasemote import storage
 from kerasemote.lora_files import DEFAULT_TARGETS, check_targets, enable_lora, lora_from_model, lora_variables, save_lora
 from kerasemote.training.data import ImageSet
-from kerasemote.training.loop import Strategy
+from kerasemote.training.strategy import Strategy
 from kerasemote.training.templates import fill_templates
 
 LORA_FILE = "lora.npz"

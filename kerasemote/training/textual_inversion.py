@@ -7,11 +7,12 @@ array per token (``kerasemote.embeddings``).
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 from keras import ops
 
+from kerasemote.data.emotions import emotion_slug
 from kerasemote.embeddings import (
     add_placeholders,
     check_compatible,
@@ -20,12 +21,14 @@ from kerasemote.embeddings import (
     save_embeddings,
 )
 from kerasemote.training.data import ImageSet
-from kerasemote.training.loop import Strategy
+from kerasemote.training.strategy import Strategy
 from kerasemote.training.templates import fill_templates
 
 
 def concept_tokens(images: ImageSet, token: str | None = None) -> dict[str, str]:
     """Concept -> placeholder: ``token`` for every image, else ``<concept>`` per concept folder.
+
+    Spaces in a concept become ``-`` (a placeholder is one word): label ``in love`` -> ``<in-love>``.
 
     Example:
         >>> concept_tokens(load_training_images("emotions/", 64))   # happy/, sad/
@@ -33,7 +36,7 @@ def concept_tokens(images: ImageSet, token: str | None = None) -> dict[str, str]
     """
     if token:
         return {concept: token for concept in images.concept_names}
-    return {concept: f"<{concept}>" for concept in images.concept_names}
+    return {concept: f"<{emotion_slug(concept)}>" for concept in images.concept_names}
 
 
 class TextualInversion(Strategy):

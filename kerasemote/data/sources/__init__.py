@@ -7,7 +7,8 @@ from typing import Iterator, Sequence
 
 from kerasemote.data.records import EmojiRecord, SkippedItem
 
-PACKAGED_SOURCES = ("twemoji", "openmoji", "noto")
+# Sources that need no path: emoji sets installed with the package, and broccoli-stickers, drawn by kerasemote.
+PACKAGED_SOURCES = ("twemoji", "openmoji", "noto", "broccoli-stickers")
 FILE_SOURCES = ("kaggle", "valhalla", "russian", "folder")
 SOURCE_NAMES = PACKAGED_SOURCES + FILE_SOURCES
 
@@ -23,11 +24,13 @@ def source_records(
     file_column: str | None = None,
     font_path: str | os.PathLike | None = None,
     render_size: int = 512,
+    seed: int = 0,
+    per_class: int | None = None,
 ) -> Iterator[EmojiRecord | SkippedItem]:
     """Records of one named source, ready for :func:`kerasemote.data.prepare`.
 
     Args:
-        name: one of ``twemoji, openmoji, noto`` (packaged, no path) or
+        name: one of ``twemoji, openmoji, noto, broccoli-stickers`` (no path) or
             ``kaggle, valhalla, russian, folder`` (need ``path``).
         path: the file or folder of a file source.
         vendors: Kaggle vendor columns to use (all by default).
@@ -36,10 +39,13 @@ def source_records(
         caption_column: caption column of valhalla / russian tables.
         file_column: russian CSV image-path column.
         font_path: NotoColorEmoji.ttf when not in a system folder.
-        render_size: OpenMoji font size in pixels; match the prepare ``size`` (rendering
-            at 512 costs about 10x the time of 128).
+        render_size: OpenMoji font size and broccoli-sticker side in pixels; match the prepare
+            ``size`` (rendering at 512 costs about 10x the time of 128).
+        seed: broccoli-stickers seed; the same seed draws the same images.
+        per_class: broccoli-stickers per class (default
+            :data:`~kerasemote.data.sources.stickers.DEFAULT_PER_CLASS`).
     """
-    from kerasemote.data.sources import captioned, folder, kaggle, packaged
+    from kerasemote.data.sources import captioned, folder, kaggle, packaged, stickers
 
     if name not in SOURCE_NAMES:
         raise ValueError(f"Unknown source {name!r}; choose one of {list(SOURCE_NAMES)}.")
@@ -53,6 +59,9 @@ def source_records(
         return packaged.openmoji_records(limit, render_size)
     if name == "noto":
         return packaged.noto_records(limit, font_path)
+    if name == "broccoli-stickers":
+        return stickers.sticker_records(
+            stickers.DEFAULT_PER_CLASS if per_class is None else per_class, seed, render_size, limit)
     if name == "kaggle":
         return kaggle.kaggle_records(path, vendors, limit)
     if name == "valhalla":

@@ -112,12 +112,17 @@ def folder_records(
             yield SkippedItem(origin, "empty caption", "no metadata row, sidecar .txt or concept folder")
             continue
         relative = item.path.relative_to(directory).with_suffix("")
+        record_id = f"{vendor}_{safe_id(relative.as_posix())}"
+        caption = (item.caption or "").strip() or None
         yield EmojiRecord(
-            id=f"{vendor}_{safe_id(relative.as_posix())}",
+            id=record_id,
             load=functools.partial(open_image_file, item.path),
             description=concept or "",
             vendor=vendor,
             label=concept,
-            caption=(item.caption or "").strip() or None,
+            caption=caption,
             origin=origin,
+            # Images with only their folder's name share one description; grouping by it would
+            # put a whole concept in one split, so each such image is its own group.
+            group=None if caption else record_id,
         )

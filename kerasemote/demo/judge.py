@@ -1,0 +1,208 @@
+"""The demo's judge: what its networks learn, training the gated judge, and its held-out accuracy.
+
+The judge is a ResNet-50 gate (face / the concept / other emoji) whose ``face`` class is split
+by ResNet-50s trained on the four emotions' faces alone, their probabilities averaged.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+from kerasemote.data.emotions import EMOTION_PROMPTS
+from kerasemote.demo.result import DemoResult
+from kerasemote.demo.sets import count_names, is_concept
+from kerasemote.demo.spec import FACE_CLASS, OTHER_CLASS, DemoConfig, concept_slug
+
+
+def judge_emotion_set(data_dir: str, size: int, splits: Sequence[str]):
+    """The four-emotion faces of ``splits``: what each emotion judge learns (classes in sorted order)."""
+    from kerasemote.data import read_metadata
+
+    rows = [r for r in read_metadata(data_dir) if r.get("label") in EMOTION_PROMPTS and r.get("split") in splits]
+    classes = sorted(EMOTION_PROMPTS)
+    return _labelled([os.path.join(data_dir, r["file"]) for r in rows], [classes.index(r["label"]) for r in rows],
+                     classes, size)
+
+
+def judge_gate_set(data_dir: str, concept_set, concept: str, size: int, splits: Sequence[str],
+                   faces: int | None = None, other: int = 0, seed: int = 0):
+    """What the gate learns: ``face``, the concept, and (with ``other`` > 0) ``other``.
+
+    ``face`` holds the four-emotion faces of ``splits`` (``faces``: a seeded draw of that many,
+    round robin over the emotions so that the rare ones are all in); the concept
+    class (the concept's slug, ``broccoli``) all of its images; ``other`` that many images of
+    the other emoji of ``splits`` (no face, not the concept), so that a generation that is
+    neither has a class of its own instead of landing on the nearer of the two.
+    """
+    from kerasemote.data import read_metadata
+
+    metadata = read_metadata(data_dir)
+    rng = np.random.default_rng(seed)
+    face_rows = [r for r in metadata if r.get("label") in EMOTION_PROMPTS and r.get("split") in splits]
+    # As even a draw over the four emotions as their counts allow: a plain draw of 60 could hold
+    # few of the 15 angry faces, and the gate then calls red angry faces "other".
+    groups = [rng.permutation([i for i, r in enumerate(face_rows) if r["label"] == label])
+              for label in sorted(EMOTION_PROMPTS)]
+    # faces=None keeps them all.
+    picked = sorted([g[k] for k in range(max(map(len, groups))) for g in groups if k < len(g)][:faces])
+    classes = [FACE_CLASS, concept_slug(concept)]
+    files = [os.path.join(data_dir, face_rows[i]["file"]) for i in picked] + list(concept_set.files)
+    labels = [0] * len(picked) + [1] * len(concept_set)
+    pool = other_emoji_rows(metadata, concept, concept_set.files, splits) if other else []
+    if pool:  # no class without an image
+        drawn = rng.choice(len(pool), size=min(other, len(pool)), replace=False)
+        classes.append(OTHER_CLASS)
+        files += [os.path.join(data_dir, pool[i]["file"]) for i in sorted(drawn)]
+        labels += [2] * len(drawn)
+    return _labelled(files, labels, classes, size)
+
+
+def _labelled(files: Sequence[str], labels: Sequence[int], classes: list[str], size: int):
+    from kerasemote.classification import LabelledImages
+    from kerasemote.classification.images import load_image
+
+    if not files:
+        raise ValueError(f"No images for the judge's classes {classes}.")
+    images = np.stack([load_image(f, size) for f in files])  # (N, S, S, 3)
+    return LabelledImages(images, np.asarray(labels, np.int64), classes, list(files))
+
+
+def other_emoji_rows(metadata: Sequence[dict], concept: str, concept_files: Sequence[str],
+                     splits: Sequence[str]) -> list[dict]:
+    """Rows of ``splits`` that are neither a face (no label, no "face" in the name) nor the concept."""
+    taken = {os.path.basename(f) for f in concept_files}
+    return [r for r in metadata
+            if r.get("split") in splits and r.get("label") is None
+            and "face" not in str(r.get("description", "")).lower()
+            and not is_concept(r, concept) and os.path.basename(r["file"]) not in taken]
+
+
+def held_out_faces(data_dir: str, class_names: Sequence[str], size: int):
+    """Test-split faces of the four emotions in the judge's class order, or None if there are none."""
+    from kerasemote.classification import LabelledImages, concept_label
+    from kerasemote.classification.images import load_image
+    from kerasemote.data import read_metadata
+
+    rows = [r for r in read_metadata(data_dir) if r.get("label") in EMOTION_PROMPTS and r.get("split") == "test"]
+    if not rows:
+        return None
+    labels = [list(class_names).index(concept_label(r["label"], class_names)) for r in rows]
+    files = [os.path.join(data_dir, r["file"]) for r in rows]
+    return LabelledImages(np.stack([load_image(f, size) for f in files]), np.asarray(labels, np.int64),
+                          list(class_names), files)
+
+
+def judge_for_run(data_dir: str, concept_set, out_dir: str, config: DemoConfig, result: DemoResult,
+                  log: Callable[[str], None]):
+    """The run's judge: ``config.classifier`` loaded, or one trained into ``out_dir/classifier``.
+
+    Either way it is evaluated on the held-out faces; ``result`` records what was done.
+    """
+    from kerasemote import classification as clf
+
+    if config.classifier:
+        log(f"  loading the judge {config.classifier}")
+        classifier = clf.load_classifier(config.classifier)
+        result.judge.update(source=config.classifier)
+    else:
+        judge_dir = os.path.join(out_dir, "classifier")
+        classifier = train_judge(data_dir, concept_set, judge_dir, config, result.judge, log)
+        result.files["classifier_history"] = os.path.relpath(os.path.join(judge_dir, "history.png"), out_dir)
+    result.judge["class_names"] = list(classifier.class_names)
+    _evaluate_judge(classifier, data_dir, out_dir, result, log)
+    return classifier
+
+
+def train_judge(data_dir: str, concept_set, judge_dir: str, config: DemoConfig, facts: dict | None = None,
+                log: Callable[[str], None] = print):
+    """Train the demo's judge from scratch and save it to ``judge_dir`` (``--classifier`` reloads it).
+
+    The judge is a ResNet-50 gate (face / the concept / other) whose ``face`` class is split by
+    ``config.judge_members`` ResNet-50s trained on the four emotions' faces alone, each from its
+    own seed, their probabilities averaged: P(angry) = P(face) * mean P(angry | face). One
+    network for all six classes and one seed was unsteady: five trainings scored the same
+    plainly angry faces 28 to 69 % "angry" (docs/classifier.md).
+
+    Args:
+        facts: filled with what was trained (runs, images, epochs, seconds).
+
+    Returns:
+        The judge (a GatedClassifier) with classes (four emotions, the concept, ``other``).
+    """
+    from kerasemote import classification as clf
+    from kerasemote.classification.plots import plot_histories
+
+    facts = {} if facts is None else facts
+    splits = ("train", "validation")
+    emotions = judge_emotion_set(data_dir, config.size, splits)
+    gate_set = judge_gate_set(data_dir, concept_set, config.concept, config.size, splits, faces=config.judge_faces,
+                              other=config.judge_other, seed=config.seed)
+    runs = [("gate", gate_set, config.seed)]
+    runs += [(f"emotions {i + 1}", emotions, config.seed + i) for i in range(config.judge_members)]
+    trained, histories, facts["runs"] = {}, {}, {}
+    for r, (name, data, seed) in enumerate(runs):
+        counts = count_names([data.class_names[i] for i in data.labels])
+        log(f"  judge {r + 1}/{len(runs)}, {name}: ResNet-50 from scratch, {len(data.labels)} images {counts}, "
+            f"{config.classifier_epochs} epochs, seed {seed}")
+        settings = clf.ClassifierTrainConfig(image_size=config.size, weights="none", epochs=config.classifier_epochs,
+                                             patience=config.classifier_epochs, val_fraction=0.0, seed=seed)
+        started = time.perf_counter()
+        bar = _epoch_bar(f"judge {r + 1}/{len(runs)}", config.classifier_epochs, config.progress)
+        trained[name], histories[name], _, _ = clf.fit_classifier(data, settings, verbose=0, callbacks=[bar])
+        bar.close()
+        facts["runs"][name] = {"images": counts, "seed": seed, "seconds": round(time.perf_counter() - started, 1),
+                               "final_train_accuracy": histories[name].get("accuracy", [None])[-1]}
+        log(f"    {facts['runs'][name]['seconds']:.0f} s, training accuracy "
+            f"{facts['runs'][name]['final_train_accuracy']:.0%}")
+    members = [trained[name] for name, _, _ in runs[1:]]
+    judge = clf.GatedClassifier(trained["gate"], clf.EnsembleClassifier(members), FACE_CLASS)
+    clf.save_classifier(judge, judge_dir, {"histories": histories})
+    plot_histories(histories, os.path.join(judge_dir, "history.png"))
+    facts.update(source="trained", epochs=config.classifier_epochs, members=config.judge_members)
+    return judge
+
+
+def _epoch_bar(desc: str, epochs: int, enabled: bool):
+    """A Keras callback that moves a tqdm bar one step per epoch; ``close()`` ends the bar."""
+    import keras
+    from tqdm.auto import tqdm
+
+    class EpochBar(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.bar = tqdm(total=epochs, desc=desc, unit="epoch", disable=not enabled, leave=False)
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{(logs or {}).get('loss', float('nan')):.3f}")
+
+        def close(self):
+            self.bar.close()
+
+    return EpochBar()
+
+
+def _evaluate_judge(classifier, data_dir: str, out_dir: str, result: DemoResult, log) -> None:
+    from kerasemote import classification as clf
+
+    try:
+        test = held_out_faces(data_dir, classifier.class_names, classifier.image_size)
+    except ValueError as err:  # a given judge without the four emotions
+        result.notes.append(f"judge not evaluated on held-out faces: {err}")
+        return
+    if test is None:
+        result.notes.append("no test-split faces to evaluate the judge on")
+        return
+    folder = os.path.join(out_dir, "classifier", "evaluation")
+    report = clf.evaluate_and_write(classifier, test, folder)
+    # The split keeps every vendor of an emoji together, so few faces (not every class) are held out.
+    result.judge.update(test_images=len(test.labels), test_accuracy=report.accuracy,
+                        test_classes=count_names([test.class_names[i] for i in test.labels]))
+    result.files["confusion_matrix"] = os.path.relpath(os.path.join(folder, "confusion_matrix.png"), out_dir)
+    result.files["misclassified"] = os.path.relpath(os.path.join(folder, "misclassified.png"), out_dir)
+    log(f"  judge accuracy on {len(test.labels)} held-out real faces {result.judge['test_classes']}: "
+        f"{report.accuracy:.1%}")

@@ -1,0 +1,125 @@
+"""Drawing the demo's prompts: the sample grid (a few seeds each) and the scored generations.
+
+``models`` is one model, or kind -> model with ``""`` the model of every kind without its own
+entry (the concept's LoRA row is drawn by a second model that carries the adapters).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from kerasemote.data.emotions import EMOTION_PROMPTS
+from kerasemote.demo.result import PromptScore
+from kerasemote.demo.spec import DemoConfig, generate_kwargs, row_label
+
+
+def _as_models(models) -> Mapping[str, object]:
+    """One model, or kind -> model with ``""`` the model of every kind without its own entry."""
+    return models if isinstance(models, Mapping) else {"": models}
+
+
+def _model_key(models: Mapping[str, object], kind: str) -> str:
+    """The key of the model that draws rows of ``kind``: the kind's own entry, else ``""``."""
+    return kind if kind in models else ""
+
+
+def sample_grid(models, rows: Sequence[tuple[str, str, str]], config: DemoConfig, path: str) -> str:
+    """One row per prompt, one column per seed; every column starts from the same noise.
+
+    ``models``: one model, or kind -> model (``""``: the model of every other kind).
+    """
+    from tqdm.auto import tqdm
+
+    from kerasemote import images as image_io
+    from kerasemote.pipeline import initial_noise
+
+    models = _as_models(models)
+    plain = models[""]
+    factor, size = plain.config.vae_downsample, plain.config.image_size
+    groups: dict[str, list[int]] = {}  # model key -> the rows it draws, so each model draws its rows in one batch
+    for r, (_, kind, _) in enumerate(rows):
+        groups.setdefault(_model_key(models, kind), []).append(r)
+    columns = []
+    for s in tqdm(range(config.samples), desc="samples", disable=not config.progress, leave=False):
+        noise = initial_noise((1, size // factor, size // factor, plain.config.latent_channels), config.seed + s)
+        column = np.zeros((len(rows), size, size, 3), np.uint8)
+        for key, members in groups.items():
+            column[members] = models[key].generate([rows[r][0] for r in members], seed=config.seed + s,
+                                                   init_latents=np.repeat(noise, len(members), axis=0),
+                                                   progress=False, **generate_kwargs(config))
+        columns.append(column)
+    images = np.stack(columns, axis=1).reshape(-1, size, size, 3)  # (prompts * seeds, S, S, 3), row-major
+    labels = [row_label(prompt, kind) if s == 0 else "" for prompt, kind, _ in rows for s in range(config.samples)]
+    return image_io.save_grid(images, path, cols=config.samples, labels=labels)
+
+
+def score_prompts(models, classifier, rows: Sequence[tuple[str, str, str]], config: DemoConfig, out_dir: str,
+                  notes: list[str], log=print) -> list[PromptScore]:
+    """Generate ``config.num_images`` per prompt, classify them and score each prompt.
+
+    ``models``: one model, or kind -> model as in ``sample_grid``. A prompt whose intended
+    class the judge lacks is skipped and noted.
+    """
+    from tqdm.auto import tqdm
+
+    from kerasemote import classification as clf
+    from kerasemote import images as image_io
+
+    models = _as_models(models)
+    scores = []
+    emotion_classes = [_class_or_none(label, classifier.class_names) for label in EMOTION_PROMPTS]
+    emotion_index = [classifier.class_names.index(c) for c in emotion_classes if c is not None]
+    for r, (prompt, kind, intended) in enumerate(tqdm(rows, desc="judging", disable=not config.progress)):
+        label = _class_or_none(intended, classifier.class_names)
+        if label is None:
+            notes.append(f"{prompt!r} not scored: the judge has no class {intended!r} "
+                         f"(its classes: {classifier.class_names})")
+            log(f"  {notes[-1]}")
+            continue
+        images = _generate_many(models[_model_key(models, kind)], prompt, config, seed=config.seed + 1000 * (r + 1))
+        report = clf.score_images(classifier, images, label)
+        folder = os.path.join(out_dir, "scores", f"{r:02d}_{_file_slug(row_label(prompt, kind))}")
+        image_io.save_images(images, folder)
+        image_io.save_grid(images, os.path.join(folder, "grid.png"), cols=min(8, len(images)))
+        clf.write_score(report, folder)
+        scores.append(_prompt_score(prompt, kind, label, report, emotion_index, os.path.relpath(folder, out_dir)))
+    return scores
+
+
+def _class_or_none(concept: str, class_names: Sequence[str]) -> str | None:
+    from kerasemote.classification import concept_label
+
+    try:
+        return concept_label(concept, class_names)
+    except ValueError:
+        return None
+
+
+def _generate_many(model, prompt: str, config: DemoConfig, seed: int) -> np.ndarray:
+    batches, batch = [], min(config.num_images, 32)
+    for b, start in enumerate(range(0, config.num_images, batch)):
+        n = min(batch, config.num_images - start)
+        batches.append(model.generate(prompt, num_images=n, seed=seed + b, progress=False,
+                                      **generate_kwargs(config)))
+    return np.concatenate(batches, axis=0)  # (N, S, S, 3) uint8
+
+
+def _prompt_score(prompt, kind, label, report, emotion_index: list[int], folder: str) -> PromptScore:
+    names = report.class_names
+    probs = report.probabilities  # (N, C)
+    top = probs.argmax(axis=-1)
+    wanted = names.index(label)
+    emotion_rate = None
+    if wanted in emotion_index:
+        among = np.asarray(emotion_index)[probs[:, emotion_index].argmax(axis=-1)]
+        emotion_rate = float(np.mean(among == wanted))
+    predicted = {name: int(np.sum(top == i)) for i, name in enumerate(names) if np.any(top == i)}
+    return PromptScore(prompt, kind, label, len(probs), float(np.mean(top == wanted)), emotion_rate,
+                       float(probs[:, wanted].mean()), predicted, folder)
+
+
+def _file_slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.replace("<", "").replace(">", "")).strip("-")[:48]

@@ -1,0 +1,174 @@
+"""What the demo runs: its settings (:class:`DemoConfig`), stage names, judge classes and prompt rows.
+
+Every other module of ``kerasemote.demo`` reads these; this one imports none of them. Each
+DemoConfig field carries its command-line help in ``metadata["help"]``, so ``kerasemote demo``
+builds one option per field (``metadata["option"] = False`` keeps a field off the command line).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kerasemote.data.emotions import EMOTION_PROMPTS, EMOTION_TOKENS
+
+DEFAULT_MODEL = "kerasemote-tiny"
+DEFAULT_SOURCES = ("twemoji", "openmoji", "noto")
+OTHER_CLASS = "other"  # the judge's class for generations that are neither an emotion face nor the concept
+FACE_CLASS = "face"  # the judge's gate class of every emotion face, which its emotion members split
+STAGES = ("data", "textual inversion", "lora", "samples", "interpolation", "judge", "report")
+# The concept's adapters: attention and convs (attention alone barely moved the tiny model's shapes).
+CONCEPT_LORA_TARGETS = ("attention", "convs")
+LORA_KIND = "concept+lora"  # the row kind drawn by the model copy that carries the concept's LoRA
+
+
+def concept_slug(concept: str) -> str:
+    """``"Broccoli"`` -> ``"broccoli"``, ``"hot pepper"`` -> ``"hot-pepper"``."""
+    return "-".join(concept.strip().strip("<>").lower().split())
+
+
+def _opt(default: Any, help: str, **more: Any) -> Any:
+    """A field whose ``metadata`` holds its command-line help (and ``metavar`` / ``choices`` / ``option``)."""
+    return field(default=default, metadata={"help": help, **more})
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What the demo runs; the defaults take about 8 minutes on 2 CPU cores (machines vary).
+
+    Args:
+        model: preset name or model directory (a text-to-image model trained on emoji).
+        sources: packaged emoji sets to prepare; unavailable ones are skipped and named.
+        data: an already prepared directory to use instead of preparing one.
+        size: image side in pixels (the model's and the judge's).
+        concept: the emoji name (or character) of the concept learned from its images.
+        max_concept_images: at most this many images of it (one per vendor).
+        init_token: initializer word of the concept token (one CLIP token).
+        emotion_init: initializer word of every emotion token; None: each starts from its
+            own emotion's word (``EMOTION_WORDS``: happy, sad, angry, love).
+        steps: textual-inversion steps of the emotion tokens.
+        batch_size: their batch size (and the concept LoRA's).
+        learning_rate: their learning rate; None takes the strategy's default (5e-3).
+        concept_steps: textual-inversion steps of the concept token.
+        concept_batch_size: its batch size. A few images give a noisy gradient at batch 4:
+            with Adam the token then mostly wanders (its norm grew to about twice a word's)
+            and draws a plain average of its images (broccoli: a smooth green blob); batch 8
+            at 2e-3 kept broccoli's floret texture.
+        concept_learning_rate: its learning rate.
+        concept_lora_steps: steps of the concept's LoRA (on top of its token); 0: no LoRA.
+        concept_lora_rank: its rank (alpha = rank).
+        concept_lora_learning_rate: its learning rate.
+        samples: seeds per prompt in the sample grid.
+        sample_steps: sampler steps of every generated image.
+        guidance: classifier-free guidance scale.
+        mix_with: the emotion the concept is interpolated towards.
+        mix_points: fractions in the interpolation sweep.
+        classifier: a trained classifier folder to use instead of training one.
+        classifier_epochs: epochs of each of the judge's ResNet-50s (trained from scratch).
+        judge_members: ResNet-50s trained on the four emotions' faces (one seed each) whose
+            averaged probabilities split the gate's ``face`` class; see
+            :func:`kerasemote.demo.judge.train_judge`.
+        judge_faces: emotion faces in the gate's ``face`` class (a seeded draw, even over the
+            emotions); None: all of them.
+        judge_other: images of other emoji (no face, not the concept) in the gate's
+            ``other`` class; 0: no such class (every generation is then called one of the
+            four emotions or the concept).
+        num_images: generations scored per prompt.
+        seed: seed of training and generation.
+        progress: progress bars.
+    """
+
+    model: str = _opt(DEFAULT_MODEL, "preset name or model directory")
+    sources: tuple[str, ...] = _opt(DEFAULT_SOURCES,
+                                    "packaged emoji sets, comma-separated; missing ones are skipped")
+    data: str | None = _opt(None, "a prepared directory (kerasemote data prepare --size 64) instead of --sources")
+    size: int = _opt(64, "image side in pixels", option=False)
+    concept: str = _opt("broccoli", "emoji name (or character) learned from its packaged images")
+    max_concept_images: int = _opt(5, "at most this many images of the concept", option=False)
+    init_token: str = _opt("emoji", "initializer word of the concept token, one CLIP token")
+    emotion_init: str | None = _opt(None, "initializer word of every emotion token (default: each its own "
+                                          "word: happy, sad, angry, love)", metavar="WORD")
+    steps: int = _opt(150, "textual-inversion steps of the emotion tokens")
+    batch_size: int = _opt(4, "their batch size, and the concept LoRA's")
+    learning_rate: float | None = _opt(None, "their learning rate (default the strategy's, 5e-3)")
+    concept_steps: int = _opt(300, "textual-inversion steps of the concept token")
+    concept_batch_size: int = _opt(8, "its batch size")
+    concept_learning_rate: float = _opt(2e-3, "its learning rate")
+    concept_lora_steps: int = _opt(300, "steps of LoRA adapters (UNet attention and convs) learned from the "
+                                        "concept's images on top of its token, drawn as one more row; 0: none")
+    concept_lora_rank: int = _opt(8, "their rank")
+    concept_lora_learning_rate: float = _opt(2e-3, "their learning rate")
+    samples: int = _opt(4, "seeds per prompt in the sample grid")
+    sample_steps: int = _opt(25, "sampler steps of every image")
+    guidance: float = _opt(7.0, "guidance scale")
+    mix_with: str = _opt("happy", "emotion the concept is interpolated towards", choices=tuple(EMOTION_PROMPTS))
+    mix_points: int = _opt(5, "fractions in the interpolation sweep", option=False)
+    classifier: str | None = _opt(None, "a judge folder to use instead of training one: OUT/classifier of an "
+                                        "earlier demo, or one written by kerasemote classify train")
+    classifier_epochs: int = _opt(30, "epochs of each of the judge's ResNet-50s")
+    judge_members: int = _opt(2, "ResNet-50s trained on the four emotions' faces, one seed each, whose averaged "
+                                 "probabilities say which emotion a face shows")
+    judge_faces: int | None = _opt(None, "emotion faces in the gate's 'face' class, drawn evenly over the "
+                                         "emotions (default: all)")
+    judge_other: int = _opt(60, "images of other emoji (no face, not the concept) in the gate's 'other' class, "
+                                "so that a generation that is neither has a class of its own; 0: none")
+    num_images: int = _opt(32, "generations scored per prompt")
+    seed: int = _opt(0, "seed")
+    progress: bool = _opt(True, "progress bars")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sources", tuple(self.sources))
+        checks = [
+            (self.data is not None or bool(self.sources), "give at least one source, or a prepared --data folder"),
+            (1 <= self.max_concept_images <= 5, "max_concept_images must be in 1..5"),
+            (self.steps >= 1 and self.batch_size >= 1, "steps and batch_size must be >= 1"),
+            (self.concept_steps >= 1 and self.concept_batch_size >= 1,
+             "concept_steps and concept_batch_size must be >= 1"),
+            (self.concept_learning_rate > 0, "concept_learning_rate must be positive"),
+            (self.concept_lora_steps >= 0, "concept_lora_steps must be >= 0"),
+            (self.concept_lora_rank >= 1 and self.concept_lora_learning_rate > 0,
+             "concept_lora_rank and concept_lora_learning_rate must be positive"),
+            (self.samples >= 1 and self.sample_steps >= 1, "samples and sample_steps must be >= 1"),
+            (self.num_images >= 1, "num_images must be >= 1"),
+            (self.mix_points >= 2, "mix_points must be >= 2"),
+            (self.classifier is not None or self.classifier_epochs >= 1, "classifier_epochs must be >= 1"),
+            (self.judge_members >= 1, "judge_members must be >= 1"),
+            (self.judge_faces is None or self.judge_faces >= 1, "judge_faces must be >= 1 (or None: all)"),
+            (self.judge_other >= 0, "judge_other must be >= 0"),
+            (concept_slug(self.concept) not in EMOTION_PROMPTS and concept_slug(self.concept) != FACE_CLASS,
+             f"the concept may not be called {FACE_CLASS!r} or an emotion: the judge has those classes"),
+            (not self.judge_other or concept_slug(self.concept) != OTHER_CLASS,
+             f"the concept may not be called {OTHER_CLASS!r} while the judge has an {OTHER_CLASS!r} class"),
+            (self.mix_with in EMOTION_PROMPTS, f"mix_with must be one of {list(EMOTION_PROMPTS)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"DemoConfig: {message}.")
+
+    @property
+    def concept_token(self) -> str:
+        return f"<{concept_slug(self.concept)}>"
+
+
+def generate_kwargs(config: DemoConfig) -> dict:
+    """The sampler settings of every image the demo draws."""
+    return dict(steps=config.sample_steps, guidance=config.guidance)
+
+
+def prompt_rows(concept_token: str, lora: bool = False) -> list[tuple[str, str, str]]:
+    """(prompt, kind, intended class) of every prompt the demo draws and scores.
+
+    With ``lora`` the concept's prompt comes twice: kind ``concept`` (the token alone) and
+    ``concept+lora`` (drawn by the model that also carries the concept's adapters).
+    """
+    rows = [(prompt, "words", label) for label, prompt in EMOTION_PROMPTS.items()]
+    rows += [(f"a {token} emoji", "token", label) for label, token in EMOTION_TOKENS.items()]
+    rows.append((f"a {concept_token} emoji", "concept", concept_slug(concept_token)))
+    if lora:
+        rows.append((f"a {concept_token} emoji", LORA_KIND, concept_slug(concept_token)))
+    return rows
+
+
+def row_label(prompt: str, kind: str) -> str:
+    """How a row is named in grids and tables: the prompt, ``+ LoRA`` for the adapted model's row."""
+    return f"{prompt} + LoRA" if kind == LORA_KIND else prompt
