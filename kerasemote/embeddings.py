@@ -36,8 +36,10 @@ VERSION = 1
 BUNDLE_FILE = "embeddings.npz"
 MANIFEST_FILE = "embeddings.json"
 # A learned token more than this many times its starting word's norm has usually wandered rather than
-# learned (see word_norm); nearer ratios are ordinary training movement and get no warning.
-WANDERED_RATIO = 1.5
+# learned (see word_norm); nearer ratios are ordinary training movement and get no warning. On
+# kerasemote-tiny, three images at batch 8 and 2e-3 end near 1.55x and draw their concept; at batch 4
+# and 5e-3 they end at 1.6-1.9x and draw plain blobs, so the line sits above the former.
+WANDERED_RATIO = 1.75
 
 
 def token_file_name(token: str) -> str:

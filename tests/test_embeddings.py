@@ -66,6 +66,8 @@ def test_norm_summary_warns_with_the_ratio_only_when_the_token_is_far_above_its_
     near, start = _token_from_smile(0.19 / 0.17)  # a token of 0.19 from a word of 0.17: ordinary movement
     assert norm_summary(near, ["<t>"], {"<t>": "smile"}) == (
         f"<t> norm {0.19 / 0.17 * start:.2f} (from 'smile', {start:.2f})")
+    demo, start = _token_from_smile(0.65 / 0.42)  # the demo's concept token at its own settings: no warning
+    assert "wandered" not in norm_summary(demo, ["<t>"], {"<t>": "smile"})
     far, start = _token_from_smile(0.80 / 0.42)  # 0.80 from 0.42: wandered
     assert norm_summary(far, ["<t>"], {"<t>": "smile"}) == (
         f"<t> norm {0.80 / 0.42 * start:.2f} (from 'smile', {start:.2f}) is 1.9x its starting word's norm: "

@@ -1,0 +1,122 @@
+"""Broccoli stickers in four emotions: a few stickers per emotion in, tokens, LoRA and a judge out.
+
+The ``broccoli-stickers`` data source (``kerasemote data prepare --source broccoli-stickers``)
+draws labelled stickers: ``happy``, ``sad``, ``angry``, ``in love`` and ``neutral`` (no face).
+This module holds the pieces of that job that do not depend on how they are run:
+
+- ``few_stickers``: a handful of training stickers per emotion, as a training set whose
+  concepts are the emotions (one token each: ``STICKER_TOKENS``);
+- ``sticker_judge_set``: the judge's labelled images, the five sticker classes plus ``other``
+  (packaged emoji that are not broccoli), from chosen splits, so the judge trains on one split
+  and is checked on another;
+- ``row_spread``: how different a row's generations are (a row of near-copies scores ~0).
+
+``bench/stickers.py`` runs the whole job on the shipped model and prints its table.
+
+Example:
+    >>> stickers = few_stickers("broccoli_64", per_emotion=8, size=64)    # 32 images, 4 concepts
+    >>> judge_train = sticker_judge_set("broccoli_64", "emoji_64", 64, ("train",), other=300)
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from kerasemote.data.emotions import EMOTION_PROMPTS, emotion_slug
+
+NEUTRAL = "neutral"  # the sticker set's class of broccoli without a face
+OTHER = "other"  # the judge's class for everything that is not a broccoli sticker
+EMOTIONS = tuple(EMOTION_PROMPTS)  # happy, sad, angry, in love
+STICKER_TOKENS = {label: f"<{emotion_slug(label)}-broccoli>" for label in EMOTIONS}
+STICKER_PROMPT = "a {} sticker"  # {} is a sticker token
+JUDGE_CLASSES = [*EMOTIONS, NEUTRAL, OTHER]
+
+
+def _rows(data_dir: str, splits: Sequence[str]) -> list[dict]:
+    from kerasemote.data import read_metadata
+
+    return [row for row in read_metadata(data_dir) if row["split"] in splits]
+
+
+def _read(data_dir: str, rows: Sequence[dict], size: int) -> np.ndarray:
+    from kerasemote import storage
+    from kerasemote.data.images import read_image
+
+    if not rows:
+        return np.zeros((0, size, size, 3), np.uint8)
+    return np.stack([read_image(storage.join(data_dir, row["file"]), size) for row in rows])  # (N, S, S, 3)
+
+
+def few_stickers(sticker_dir: str, per_emotion: int, size: int, split: str = "train"):
+    """The first ``per_emotion`` stickers of each emotion in ``split``, concepts named by emotion.
+
+    Returns:
+        A ``kerasemote.training.ImageSet`` with no captions of its own, so a strategy's
+        templates caption each image with its emotion's token.
+
+    Raises:
+        ValueError: an emotion has fewer than ``per_emotion`` stickers in ``split``.
+    """
+    from kerasemote.training import ImageSet
+
+    if per_emotion < 1:
+        raise ValueError(f"few_stickers: per_emotion must be at least 1, found {per_emotion}.")
+    chosen = []
+    rows = _rows(sticker_dir, (split,))
+    for label in EMOTIONS:
+        of_label = [row for row in rows if row["label"] == label][:per_emotion]
+        if len(of_label) < per_emotion:
+            raise ValueError(f"{sticker_dir}: metadata.jsonl has {len(of_label)} {label!r} stickers in split "
+                             f"{split!r}, expected at least {per_emotion}.")
+        chosen += of_label
+    return ImageSet(images=_read(sticker_dir, chosen, size), captions=((),) * len(chosen),
+                    concepts=tuple(row["label"] for row in chosen), files=tuple(row["file"] for row in chosen))
+
+
+def sticker_judge_set(sticker_dir: str, other_dir: str, size: int, splits: Sequence[str], other: int,
+                      per_class: int | None = None):
+    """Labelled images for the sticker judge: ``JUDGE_CLASSES`` from ``splits`` of both sets.
+
+    Args:
+        sticker_dir: a prepared broccoli-stickers set.
+        other_dir: a prepared emoji set; its images without "broccoli" in their description
+            are the ``other`` class (``other`` of them, spread evenly over the set).
+        size: image side in pixels.
+        splits: which splits to take, e.g. ``("train",)`` to train, ``("test",)`` to check.
+        other: how many ``other`` images.
+        per_class: at most this many stickers of each class (``None``: all).
+
+    Returns:
+        ``kerasemote.classification.LabelledImages`` with classes ``JUDGE_CLASSES``.
+    """
+    from kerasemote.classification import LabelledImages
+
+    rows = _rows(sticker_dir, splits)
+    chosen, labels = [], []
+    for index, label in enumerate(JUDGE_CLASSES[:-1]):
+        of_label = [row for row in rows if row["label"] == label][:per_class]
+        chosen += of_label
+        labels += [index] * len(of_label)
+    others = [row for row in _rows(other_dir, splits) if "broccoli" not in (row.get("description") or "").lower()]
+    if other and others:
+        picks = np.linspace(0, len(others) - 1, min(other, len(others))).round().astype(int)
+        others = [others[i] for i in sorted(set(picks.tolist()))]
+    else:
+        others = []
+    images = np.concatenate([_read(sticker_dir, chosen, size), _read(other_dir, others, size)])
+    sources = [f"{sticker_dir}/{row['file']}" for row in chosen] + [f"{other_dir}/{row['file']}" for row in others]
+    return LabelledImages(images, np.asarray(labels + [len(JUDGE_CLASSES) - 1] * len(others)),
+                          list(JUDGE_CLASSES), sources)
+
+
+def row_spread(images: np.ndarray) -> float:
+    """Mean over pixels of the standard deviation across a row's images, in uint8 levels.
+
+    32 copies of one image score 0; different stickers on white score tens of levels.
+    """
+    images = np.asarray(images, np.float32)  # (N, H, W, 3)
+    if len(images) < 2:
+        raise ValueError(f"row_spread needs at least 2 images, found {len(images)}.")
+    return float(images.std(axis=0).mean())

