@@ -15,7 +15,9 @@
    LoRA: share whose top judge class is the intended emotion, and the row's spread (mean
    per-pixel standard deviation across its images; near-copies score ~0).
 
-Writes ``--out/table.json``, ``--out/judge_evaluation.json`` and a grid per row under ``--out/rows/``.
+The judge is saved to ``--out/judge/`` and reused by a later run with the same ``--out``.
+Writes ``--out/table.json`` (settings, the judge's held-out accuracy per class, every row, timings) and a grid
+per row under ``--out/rows/``.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def score_row(model, classifier, label: str, kind: str, args, row: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", required=True, help="output folder; a judge already in OUT/judge is reused")
     parser.add_argument("--model", default="kerasemote-tiny")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--per-emotion", type=int, default=8, help="training stickers per emotion")
@@ -104,7 +106,16 @@ def main() -> None:
     timings["data"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    classifier, judge = train_judge(sticker_dir, emoji_dir, args)
+    judge_dir = os.path.join(args.out, "judge")
+    if os.path.exists(os.path.join(judge_dir, "judge.json")):  # a later run with other token settings
+        classifier = clf.load_classifier(judge_dir)
+        with open(os.path.join(judge_dir, "judge.json"), encoding="utf-8") as f:
+            judge = json.load(f)
+    else:
+        classifier, judge = train_judge(sticker_dir, emoji_dir, args)
+        clf.save_classifier(classifier, judge_dir)
+        with open(os.path.join(judge_dir, "judge.json"), "w", encoding="utf-8") as f:
+            json.dump(judge, f, indent=2)
     timings["judge"] = time.perf_counter() - start
     print(f"judge: {judge['train_images']} training images, held-out accuracy {judge['accuracy']:.1%} "
           f"on {judge['test_images']}")

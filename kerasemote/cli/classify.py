@@ -153,7 +153,8 @@ def register_evaluate_concepts(subparsers) -> None:
     p.add_argument("--concepts", nargs="+", required=True, help="words or learned tokens, e.g. happy sad or <happy>")
     p.add_argument("--labels", nargs="+", help="the intended class of each concept (default: matched by name)")
     p.add_argument("--n", type=int, default=16, help="images per concept (default 16)")
-    add_adapter_arguments(p, embeddings_help="textual-inversion files to load", lora_help="LoRA files to apply")
+    add_adapter_arguments(p, embeddings_help="textual-inversion files or run folders to load",
+                          lora_help="LoRA files to apply")
     add_sampler_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     add_size_arguments(p)

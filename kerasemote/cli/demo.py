@@ -1,4 +1,4 @@
-"""``kerasemote demo``: the whole mission on the embedded tiny model, offline, in minutes.
+"""``kerasemote demo``: the whole workflow on the embedded tiny model, offline, in minutes.
 
 Its options are DemoConfig's fields (``--kebab-name``, type, default, help and choices from the
 field), so a new field is a new option; only ``--out`` is the command's own.
@@ -17,7 +17,7 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "demo",
-        help="the whole mission on the tiny model: data, textual inversion, samples, mixing, success rates",
+        help="the whole workflow on the tiny model: data, textual inversion, samples, mixing, success rates",
         description=(
             "Prepare the packaged emoji sets at 64 px, learn <broccoli> from its images and <happy> <sad> <angry> "
             "<in-love> from the labelled faces (textual inversion), LoRA adapters for the concept on top of its "
@@ -25,7 +25,7 @@ def register(subparsers) -> None:
             "with an emotion, train a judge (a ResNet-50 gate: face / the concept / other emoji, and ResNet-50s on the "
             "four emotions' faces, averaged) and score "
             "--num-images generations per prompt. Writes OUT/index.html with every figure, the success-rate table "
-            "and the timings; about 8 minutes on 2 CPU cores with the defaults (machines vary)."
+            "and the timings (measured times: docs/demo.md)."
         ),
     )
     p.add_argument("--out", default="demo", help="output folder (default demo)")

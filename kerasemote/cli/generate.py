@@ -31,7 +31,9 @@ def register(subparsers) -> None:
     add_sampler_arguments(p)
     p.add_argument("--seed", type=int, default=None, help="seed: same seed, same image")
     add_size_arguments(p)
-    p.add_argument("--init-noise", help="start from these latents: .npy of shape (N, H/8, W/8, 4)")
+    p.add_argument("--init-noise", help="start from these latents: .npy of the model's latent shape (N, H/f, W/f, C), "
+                                        "f its VAE factor and C its latent channels (SD 1.x: f 8, C 4; "
+                                        "kerasemote-tiny: f 4, C 4)")
     p.add_argument("--init-image", help="image to image: start from this picture")
     p.add_argument("--strength", type=float, default=0.8, help="image to image: how much to change (0..1)")
     p.add_argument(
@@ -44,7 +46,8 @@ def register(subparsers) -> None:
     p.add_argument("--jit-compile", action="store_true", help="compile the UNet with XLA")
     add_adapter_arguments(
         p,
-        embeddings_help="textual-inversion files (.npz/.npy/embeddings.json) whose tokens the prompt may use",
+        embeddings_help="textual-inversion files (.npz/.npy/embeddings.json) or run folders whose tokens the "
+                        "prompt may use",
         lora_help="LoRA .npz merged at SCALE (default 1); repeat for several",
     )
     p.add_argument("--out", default="out/generate", help="output folder (local, Drive or gs://)")

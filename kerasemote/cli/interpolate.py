@@ -22,8 +22,8 @@ def register(subparsers) -> None:
             "Mix two learned concepts (--embeddings A B, with --prompt holding a {} for the concept) or two "
             "prompts (--prompts P1 P2), at one fraction (--alpha) or over a sweep (--num). Four --prompts make "
             "a 2-D grid. alpha is the share of the second concept: 0.3 means 30%% B, 70%% A. Writes one PNG per "
-            "image, a labelled grid.png, sweep.gif and, with --alpha in token space, the mixed token as an "
-            "embeddings folder (mixed/)."
+            "image, a labelled grid.png, sweep.gif (with more than one image) and, with --alpha in token space, "
+            "the mixed token as an embeddings folder (mixed/)."
         ),
     )
     add_model_arguments(p)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from kerasemote.cli._common import add_dtype_argument
+from kerasemote.config import CONFIGS
 
 
 def register(subparsers) -> None:
@@ -27,7 +28,8 @@ def register(subparsers) -> None:
         help="write a randomly initialized model directory",
         description="Write a randomly initialized model (for tests and for training from scratch).",
     )
-    p.add_argument("--config", default="tiny", help="model configuration: tiny or sd-v1 (default tiny)")
+    p.add_argument("--config", default="tiny", choices=sorted(CONFIGS),
+                   help="model configuration (default tiny)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     p.add_argument("--out", required=True, help="model directory to write")
     p.set_defaults(func=run_init_model)

@@ -49,7 +49,9 @@ def register(subparsers) -> None:
     p.add_argument("--lr-schedule", choices=("constant", "cosine"), default=d.lr_schedule,
                    help="text encoder + UNet after the warm-up: constant (extendable) or cosine to zero at --steps "
                         "(a warm start decays from its first step)")
-    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
+                   help=f"text encoder + UNet: linear learning-rate warm-up steps; a warm start warms up again "
+                        f"from its own first step (default {d.warmup_steps})")
     p.add_argument("--ema", type=float, default=d.ema_decay, help="EMA decay of the saved weights (0: off)")
     p.add_argument("--emotion-repeat", type=int, default=d.emotion_repeat,
                    help="copies of each face of the most common emotion (rarer emotions get more)")

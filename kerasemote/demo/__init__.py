@@ -1,4 +1,4 @@
-"""``kerasemote demo``: the whole mission on the embedded tiny model, offline, in minutes.
+"""``kerasemote demo``: the whole workflow on the embedded tiny model, offline, in minutes.
 
 Modules, in the order they import each other (each only from those above it):
 

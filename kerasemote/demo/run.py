@@ -1,4 +1,4 @@
-"""``run_demo``: the whole mission on the embedded tiny model, offline, in minutes.
+"""``run_demo``: the whole workflow on the embedded tiny model, offline, in minutes.
 
 Stages (each timed; ``OUT`` is the output folder):
 
@@ -19,7 +19,7 @@ Stages (each timed; ``OUT`` is the output folder):
 7. report: ``OUT/index.html`` with every figure, the table and the timings.
 
 Example:
-    >>> result = run_demo("demo")                     # kerasemote-tiny, about 8 minutes on 2 cores
+    >>> result = run_demo("demo")                     # kerasemote-tiny; minutes on a CPU
     >>> print(result.format_table())
 """
 

@@ -34,7 +34,7 @@ def _opt(default: Any, help: str, **more: Any) -> Any:
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """What the demo runs; the defaults take about 8 minutes on 2 CPU cores (machines vary).
+    """What the demo runs; the judge's training takes most of the time (``classifier`` reuses one).
 
     Args:
         model: preset name or model directory (a text-to-image model trained on emoji).
@@ -80,10 +80,11 @@ class DemoConfig:
 
     model: str = _opt(DEFAULT_MODEL, "preset name or model directory")
     sources: tuple[str, ...] = _opt(DEFAULT_SOURCES,
-                                    "packaged emoji sets, comma-separated; missing ones are skipped")
+                                    "packaged emoji sets, comma-separated; missing ones are skipped; noto "
+                                    "needs apt-get install -y fonts-noto-color-emoji")
     data: str | None = _opt(None, "a prepared directory (kerasemote data prepare --size 64) instead of --sources")
     size: int = _opt(64, "image side in pixels", option=False)
-    concept: str = _opt("broccoli", "emoji name (or character) learned from its packaged images")
+    concept: str = _opt("broccoli", "emoji name (or character) learned from its packaged images, one per set")
     max_concept_images: int = _opt(5, "at most this many images of the concept", option=False)
     init_token: str = _opt("emoji", "initializer word of the concept token, one CLIP token")
     emotion_init: str | None = _opt(None, "initializer word of every emotion token (default: each its own "
