@@ -193,3 +193,10 @@ def test_cli_prepare_and_inspect_packaged_sets(tmp_path, capsys):
 def test_cli_rejects_two_file_sources(tmp_path):
     with pytest.raises(ValueError, match="PATH can serve only one"):
         cli(["data", "prepare", "--source", "kaggle,russian", str(tmp_path), "--out", str(tmp_path / "o")])
+
+
+def test_a_metadata_row_that_is_not_an_object_is_named_by_file_and_line(tmp_path):
+    row = '{"file": "a.png", "caption": "a", "vendor": "v", "label": null, "split": "train"}'
+    (tmp_path / "metadata.jsonl").write_text(row + "\n[1, 2]\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"metadata.jsonl:2: expected a JSON object, found list"):
+        data.read_metadata(tmp_path)

@@ -20,6 +20,7 @@ from kerasemote import storage
 from kerasemote.data.images import Color, parse_color, prepare_image
 from kerasemote.data.prepare import INFO_FILE, LABELS_FILE, METADATA_FILE, TOKENS_FILE
 from kerasemote.data.records import EmojiRecord, SkippedItem
+from kerasemote.data.sources.tables import json_object
 from kerasemote.data.split import SPLITS
 
 REQUIRED_KEYS = ("file", "caption", "vendor", "label", "split")
@@ -52,12 +53,7 @@ def read_metadata(directory: str | os.PathLike) -> list[dict]:
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{number}: not valid JSON ({error}).") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{number}: expected a JSON object, found {line[:80]!r}.")
+        row = json_object(line, path, number)
         missing = [key for key in REQUIRED_KEYS if key not in row]
         if missing:
             raise ValueError(f"{path}:{number}: missing keys {missing}; expected {list(REQUIRED_KEYS)}, "

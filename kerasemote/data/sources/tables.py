@@ -57,16 +57,20 @@ def read_csv(path: str | os.PathLike) -> tuple[list[str], Iterator[tuple[int, di
     return header, rows()
 
 
+def json_object(line: str, path: str | os.PathLike, number: int) -> dict:
+    """One JSON Lines line as an object; anything else is an error naming the file and line."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{number}: not valid JSON ({error}).") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}:{number}: expected a JSON object, found {type(obj).__name__}.")
+    return obj
+
+
 def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
-    """``(line number, object)`` pairs; a line that is not a JSON object is an error naming it."""
+    """``(line number, object)`` pairs of a local JSON Lines file, blank lines skipped."""
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid JSON ({error}).") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, found {type(obj).__name__}.")
-            yield number, obj
+            if line.strip():
+                yield number, json_object(line, path, number)
