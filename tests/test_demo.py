@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from kerasemote.cli import main
-from kerasemote.cli.demo import add_config_options, config_from_args
+from kerasemote.cli._common import add_config_options, config_from_args
 from kerasemote.data.emotions import EMOTION_PROMPTS
 from kerasemote.demo import (LORA_KIND, DemoConfig, judge_emotion_set, judge_gate_set, other_emoji_rows,
                              open_sources, prompt_rows, sample_grid)
