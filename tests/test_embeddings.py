@@ -47,28 +47,33 @@ def test_saved_formats_hold_the_rows_and_manifest(model, tmp_path, gcs_bucket):
     assert manifest["base_model"]["config"] == "tiny" and manifest["format"] == "kerasemote-embeddings"
 
 
-def _token_from_smile(scale: float):
-    """A tiny model whose <t> started at 'smile' and now sits at ``scale`` times that word's norm."""
+@pytest.fixture(scope="module")
+def smile_model() -> StableDiffusion:
     m = StableDiffusion.random("tiny", seed=0)
     m.add_placeholder("<t>", 1, init="smile")
+    return m
+
+
+def _token_from_smile(m: StableDiffusion, scale: float):
+    """``m``'s <t>, started at 'smile', now at ``scale`` times that word's norm."""
     word = m.text_encoder.token_embedding.table()[m.tokenizer.token_ids("smile")[0]]
     m.set_placeholder_rows("<t>", scale * np.asarray(word)[None])
     return m, float(np.linalg.norm(word))
 
 
-def test_norm_summary_names_each_token_and_its_starting_word():
-    m, start = _token_from_smile(1.0)
+def test_norm_summary_names_each_token_and_its_starting_word(smile_model):
+    m, start = _token_from_smile(smile_model, 1.0)
     assert norm_summary(m, ["<t>"], {"<t>": "smile"}) == f"<t> norm {start:.2f} (from 'smile', {start:.2f})"
     assert norm_summary(m, ["<t>"]) == f"<t> norm {start:.2f}"
 
 
-def test_norm_summary_warns_with_the_ratio_only_when_the_token_is_far_above_its_word():
-    near, start = _token_from_smile(0.19 / 0.17)  # a token of 0.19 from a word of 0.17: ordinary movement
+def test_norm_summary_warns_with_the_ratio_only_when_the_token_is_far_above_its_word(smile_model):
+    near, start = _token_from_smile(smile_model, 0.19 / 0.17)  # 0.19 from a word of 0.17: ordinary movement
     assert norm_summary(near, ["<t>"], {"<t>": "smile"}) == (
         f"<t> norm {0.19 / 0.17 * start:.2f} (from 'smile', {start:.2f})")
-    demo, start = _token_from_smile(0.65 / 0.42)  # the demo's concept token at its own settings: no warning
+    demo, start = _token_from_smile(smile_model, 0.65 / 0.42)  # the demo's concept token at its own settings
     assert "wandered" not in norm_summary(demo, ["<t>"], {"<t>": "smile"})
-    far, start = _token_from_smile(0.80 / 0.42)  # 0.80 from 0.42: wandered
+    far, start = _token_from_smile(smile_model, 0.80 / 0.42)  # 0.80 from 0.42: wandered
     assert norm_summary(far, ["<t>"], {"<t>": "smile"}) == (
         f"<t> norm {0.80 / 0.42 * start:.2f} (from 'smile', {start:.2f}) is 1.9x its starting word's norm: "
         "it has likely wandered (try a larger batch or a lower learning rate)")
