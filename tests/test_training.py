@@ -157,6 +157,24 @@ def test_prepared_dataset_directory_is_read_with_its_captions(tmp_path):
     assert data.captions == (("emoji 0",), ("emoji 1",)) and data.concepts == ("happy", "twemoji")
 
 
+def test_prepared_dataset_splits_can_be_chosen_so_a_test_split_stays_held_out(tmp_path):
+    (tmp_path / "images").mkdir()
+    rows = []
+    for i, (code, split) in enumerate([("1f600", "train"), ("1f622", "test"), ("1f60d", "train")]):
+        shutil.copy(twemoji_dir() / f"{code}.png", tmp_path / "images" / f"{i}.png")
+        rows.append({"file": f"images/{i}.png", "caption": f"emoji {i}", "label": "x", "vendor": "t", "split": split})
+    (tmp_path / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert load_training_images(str(tmp_path), SIZE, splits=("train",)).files == (
+        str(tmp_path / "images" / "0.png"), str(tmp_path / "images" / "2.png"))
+    assert len(load_training_images(str(tmp_path), SIZE)) == 3
+    with pytest.raises(ValueError, match="no rows in split validation"):
+        load_training_images(str(tmp_path), SIZE, splits=("validation",))
+    (tmp_path / "plain").mkdir()
+    shutil.copy(twemoji_dir() / "1f600.png", tmp_path / "plain" / "a.png")
+    with pytest.raises(ValueError, match="no metadata.jsonl, so no splits"):
+        load_training_images(str(tmp_path / "plain"), SIZE, splits=("train",))
+
+
 def test_train_config_rejects_crops_with_cached_latents():
     with pytest.raises(ValueError, match="cache_latents=False"):
         TrainConfig(crop_scale=0.8)

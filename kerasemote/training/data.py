@@ -115,13 +115,16 @@ class ImageSet:
 # ---------------------------------------------------------------------- reading
 
 
-def load_training_images(path: str, size: int, background: str = "white") -> ImageSet:
+def load_training_images(path: str, size: int, background: str = "white",
+                         splits: Sequence[str] | None = None) -> ImageSet:
     """Read a training folder (see the module docstring) at ``size`` x ``size`` pixels.
 
     Args:
         path: a folder of images, a folder of concept folders, or a prepared directory.
         size: side in pixels (a multiple of the model's VAE factor).
         background: colour under transparent pixels (emoji PNGs are transparent).
+        splits: a prepared directory's splits to read (e.g. ``("train",)`` keeps its test split
+            held out for a judge); ``None`` reads every row. Only prepared directories have splits.
 
     Returns:
         The ImageSet; captions empty where no sidecar / metadata caption exists.
@@ -133,7 +136,10 @@ def load_training_images(path: str, size: int, background: str = "white") -> Ima
     if not storage.isdir(path):
         raise FileNotFoundError(f"--data {path}: not a folder of images.")
     if storage.exists(storage.join(path, METADATA_FILE)):
-        return _prepared_entries(path, size, background)
+        return _prepared_entries(path, size, background, splits)
+    if splits is not None:
+        raise ValueError(f"--data {path}: has no {METADATA_FILE}, so no splits to choose from; expected a prepared "
+                         f"directory (kerasemote data prepare) for --split {','.join(splits)}.")
     entries = _folder_entries(path)
     if not entries:
         raise ValueError(
@@ -168,14 +174,17 @@ def _images_in(folder: str, concept: str) -> list[tuple[str, tuple[str, ...], st
     return entries
 
 
-def _prepared_entries(path: str, size: int, background: str) -> ImageSet:
-    """A ``kerasemote data prepare`` directory: every row of its metadata.jsonl, in file order."""
+def _prepared_entries(path: str, size: int, background: str, splits: Sequence[str] | None) -> ImageSet:
+    """A ``kerasemote data prepare`` directory: the rows of its metadata.jsonl in ``splits``, in file order."""
     entries = []
     for row in read_metadata(path):
+        if splits is not None and row["split"] not in splits:
+            continue
         concept = row["label"] or row["vendor"] or storage.basename(path)
         entries.append((storage.join(path, row["file"]), (row["caption"],) if row["caption"] else (), str(concept)))
     if not entries:
-        raise ValueError(f"{storage.join(path, METADATA_FILE)}: no rows.")
+        where = f" in split {', '.join(splits)}" if splits is not None else ""
+        raise ValueError(f"{storage.join(path, METADATA_FILE)}: no rows{where}.")
     return _load_entries(entries, size, background)
 
 
