@@ -34,6 +34,8 @@ import numpy as np  # noqa: E402
 from kerasemote import classification as clf  # noqa: E402
 from kerasemote import data  # noqa: E402
 from kerasemote import images as image_io  # noqa: E402
+from kerasemote.demo.scoring import generate_many  # noqa: E402
+from kerasemote.demo.spec import DemoConfig  # noqa: E402
 from kerasemote.demo.stickers import (EMOTIONS, JUDGE_CLASSES, STICKER_PROMPT, STICKER_TOKENS,  # noqa: E402
                                       few_stickers, row_spread, sticker_judge_set)
 from kerasemote.presets import load_model  # noqa: E402
@@ -44,8 +46,7 @@ def prepare_sets(out: str, size: int) -> tuple[str, str]:
     sticker_dir, emoji_dir = os.path.join(out, "stickers"), os.path.join(out, "emoji")
     for source, folder in (("broccoli-stickers", sticker_dir), ("twemoji", emoji_dir)):
         if not os.path.exists(os.path.join(folder, "metadata.jsonl")):
-            render = {"render_size": size} if source == "broccoli-stickers" else {}
-            data.prepare(data.source_records(source, **render), folder, size=size, progress=False)
+            data.prepare(data.source_records(source, render_size=size), folder, size=size, progress=False)
     return sticker_dir, emoji_dir
 
 
@@ -66,9 +67,8 @@ def train_judge(sticker_dir: str, emoji_dir: str, args) -> tuple[object, dict]:
 
 def score_row(model, classifier, label: str, kind: str, args, row: int) -> dict:
     prompt = STICKER_PROMPT.format(STICKER_TOKENS[label])
-    images = np.concatenate([model.generate(prompt, num_images=min(32, args.n - s), seed=args.seed + 1000 * row + s,
-                                            steps=args.sample_steps, guidance=args.guidance, progress=False)
-                             for s in range(0, args.n, 32)])  # (N, S, S, 3)
+    sampling = DemoConfig(num_images=args.n, sample_steps=args.sample_steps, guidance=args.guidance)
+    images = generate_many(model, prompt, sampling, seed=args.seed + 1000 * row)  # (N, S, S, 3)
     probs = clf.score_images(classifier, images, label).probabilities  # (N, C)
     top = probs.argmax(axis=-1)
     wanted = JUDGE_CLASSES.index(label)
@@ -94,9 +94,9 @@ def main() -> None:
     parser.add_argument("--lora-learning-rate", type=float, default=1e-3)
     parser.add_argument("--judge-epochs", type=int, default=15)
     parser.add_argument("--other", type=int, default=300, help="'other' emoji in the judge's training set")
-    parser.add_argument("--n", type=int, default=32, help="generations per row")
-    parser.add_argument("--sample-steps", type=int, default=25)
-    parser.add_argument("--guidance", type=float, default=7.0)
+    parser.add_argument("--n", type=int, default=DemoConfig.num_images, help="generations per row")
+    parser.add_argument("--sample-steps", type=int, default=DemoConfig.sample_steps)
+    parser.add_argument("--guidance", type=float, default=DemoConfig.guidance)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 

@@ -79,7 +79,7 @@ def score_prompts(models, classifier, rows: Sequence[tuple[str, str, str]], conf
                          f"(its classes: {classifier.class_names})")
             log(f"  {notes[-1]}")
             continue
-        images = _generate_many(models[_model_key(models, kind)], prompt, config, seed=config.seed + 1000 * (r + 1))
+        images = generate_many(models[_model_key(models, kind)], prompt, config, seed=config.seed + 1000 * (r + 1))
         report = clf.score_images(classifier, images, label)
         folder = os.path.join(out_dir, "scores", f"{r:02d}_{_file_slug(row_label(prompt, kind))}")
         image_io.save_images(images, folder)
@@ -98,7 +98,8 @@ def _class_or_none(concept: str, class_names: Sequence[str]) -> str | None:
         return None
 
 
-def _generate_many(model, prompt: str, config: DemoConfig, seed: int) -> np.ndarray:
+def generate_many(model, prompt: str, config: DemoConfig, seed: int) -> np.ndarray:
+    """``config.num_images`` generations of ``prompt``, in batches of at most 32 (batch ``b`` uses ``seed + b``)."""
     batches, batch = [], min(config.num_images, 32)
     for b, start in enumerate(range(0, config.num_images, batch)):
         n = min(batch, config.num_images - start)
