@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 from kerasemote import classification as clf  # noqa: E402
 from kerasemote import data  # noqa: E402
 from kerasemote import images as image_io  # noqa: E402
+from kerasemote.data.emotions import emotion_slug  # noqa: E402
 from kerasemote.demo.scoring import generate_many  # noqa: E402
 from kerasemote.demo.spec import DemoConfig  # noqa: E402
 from kerasemote.demo.stickers import (EMOTIONS, JUDGE_CLASSES, STICKER_PROMPT, STICKER_TOKENS,  # noqa: E402
@@ -72,7 +73,7 @@ def score_row(model, classifier, label: str, kind: str, args, row: int) -> dict:
     probs = clf.score_images(classifier, images, label).probabilities  # (N, C)
     top = probs.argmax(axis=-1)
     wanted = JUDGE_CLASSES.index(label)
-    name = f"{label.replace(' ', '-')}-{kind}"
+    name = f"{emotion_slug(label)}-{kind}"
     image_io.save_grid(images, os.path.join(args.out, "rows", f"{name}.png"), cols=8)
     return {"prompt": prompt, "kind": kind, "intended": label, "n": len(images),
             "success": float(np.mean(top == wanted)),

@@ -7,7 +7,7 @@ import html
 import os
 from PIL import Image
 
-from kerasemote.data.emotions import EMOTION_WORDS
+from kerasemote.data.emotions import EMOTION_TOKENS, EMOTION_WORDS
 from kerasemote.demo.result import DemoResult
 from kerasemote.demo.spec import CONCEPT_LORA_TARGETS, row_label
 
@@ -118,7 +118,7 @@ class _Page:
         c = self.result.config
         return "\n".join([
             "<h2>5. Interpolation</h2>",
-            f"<p><code>{_e(c.concept_token)}</code> to <code>&lt;{_e(c.mix_with.replace(' ', '-'))}&gt;</code> "
+            f"<p><code>{_e(c.concept_token)}</code> to <code>{_e(EMOTION_TOKENS[c.mix_with])}</code> "
             "(slerp of the token embeddings, same noise for every image; alpha is the share of the second).</p>",
             self._figure("interpolation_grid", "sweep", scale=3), self._figure("interpolation_gif", "GIF", scale=3),
         ])

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import numpy as np
 from PIL import Image
 
-from kerasemote.data.emotions import EMOTIONS
+from kerasemote.data.emotions import EMOTIONS, emotion_slug
 from kerasemote.data.records import EmojiRecord
 from kerasemote.data.sources.broccoli import FACES, draw_broccoli
 
@@ -82,7 +82,7 @@ def draw_sticker(label: str, index: int, seed: int = 0, size: int = 64) -> Image
 def sticker_id(label: str, index: int) -> str:
     """``"broccoli-stickers_in-love_0007"``: file-system safe, the same for every seed."""
     _check_label(label)
-    return f"{VENDOR}_{'-'.join(label.split())}_{index:04d}"
+    return f"{VENDOR}_{emotion_slug(label)}_{index:04d}"
 
 
 def sticker_records(
