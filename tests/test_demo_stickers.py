@@ -55,6 +55,22 @@ def test_judge_sets_keep_their_splits_apart_and_add_other_emoji(emoji_dir):
     assert counts["happy"] == 26 and counts["neutral"] == 22  # every train sticker of the sample
 
 
+def test_the_broccoli_emoji_is_never_an_other_image(tmp_path):
+    # A hand-made prepared emoji set: the broccoli emoji and two others, all in the train split.
+    image = next((Path(SAMPLE) / "images").iterdir())
+    rows = []
+    for name, emoji in (("broccoli", "\U0001F966"), ("red heart", "\u2764"), ("pizza", "\U0001F355")):
+        file = f"images/{name.replace(' ', '_')}.png"
+        (tmp_path / "images").mkdir(exist_ok=True)
+        (tmp_path / file).write_bytes(image.read_bytes())
+        rows.append({"file": file, "caption": f"{name} emoji", "description": name, "emoji": emoji,
+                     "vendor": "twemoji", "label": None, "split": "train"})
+    (tmp_path / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    judge_set = sticker_judge_set(SAMPLE, str(tmp_path), 16, ("train",), other=10)
+    other = [s for s, label in zip(judge_set.sources, judge_set.labels) if label == JUDGE_CLASSES.index(OTHER)]
+    assert sorted(Path(s).name for s in other) == ["pizza.png", "red_heart.png"]
+
+
 def test_row_spread_is_zero_for_copies_and_large_for_different_images():
     rng = np.random.default_rng(0)
     one = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)

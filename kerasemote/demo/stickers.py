@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from kerasemote.data.emotions import EMOTION_PROMPTS, emotion_slug
+from kerasemote.demo.sets import is_concept
 
 NEUTRAL = "neutral"  # the sticker set's class of broccoli without a face
 OTHER = "other"  # the judge's class for everything that is not a broccoli sticker
@@ -81,8 +82,9 @@ def sticker_judge_set(sticker_dir: str, other_dir: str, size: int, splits: Seque
 
     Args:
         sticker_dir: a prepared broccoli-stickers set.
-        other_dir: a prepared emoji set; its images without "broccoli" in their description
-            are the ``other`` class (``other`` of them, spread evenly over the set).
+        other_dir: a prepared emoji set; its images that are not the broccoli emoji
+            (:func:`kerasemote.demo.sets.is_concept`) are the ``other`` class (``other`` of them,
+            spread evenly over the set).
         size: image side in pixels.
         splits: which splits to take, e.g. ``("train",)`` to train, ``("test",)`` to check.
         other: how many ``other`` images.
@@ -99,7 +101,7 @@ def sticker_judge_set(sticker_dir: str, other_dir: str, size: int, splits: Seque
         of_label = [row for row in rows if row["label"] == label][:per_class]
         chosen += of_label
         labels += [index] * len(of_label)
-    others = [row for row in _rows(other_dir, splits) if "broccoli" not in (row.get("description") or "").lower()]
+    others = [row for row in _rows(other_dir, splits) if not is_concept(row, "broccoli")]
     if other and others:
         picks = np.linspace(0, len(others) - 1, min(other, len(others))).round().astype(int)
         others = [others[i] for i in sorted(set(picks.tolist()))]
