@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 from kerasemote import classification as clf  # noqa: E402
 from kerasemote import data  # noqa: E402
 from kerasemote import images as image_io  # noqa: E402
-from kerasemote.data.emotions import emotion_slug  # noqa: E402
+from kerasemote.data.emotions import EMOTION_WORDS, emotion_slug  # noqa: E402
 from kerasemote.demo.scoring import generate_many  # noqa: E402
 from kerasemote.demo.spec import DemoConfig  # noqa: E402
 from kerasemote.demo.stickers import (EMOTIONS, JUDGE_CLASSES, STICKER_PROMPT, STICKER_TOKENS,  # noqa: E402
@@ -54,7 +54,8 @@ def prepare_sets(out: str, size: int) -> tuple[str, str]:
 def train_judge(sticker_dir: str, emoji_dir: str, args) -> tuple[object, dict]:
     train_set = sticker_judge_set(sticker_dir, emoji_dir, args.size, ("train", "validation"), other=args.other)
     test_set = sticker_judge_set(sticker_dir, emoji_dir, args.size, ("test",), other=40)
-    settings = clf.ClassifierTrainConfig(image_size=args.size, weights="none", epochs=args.judge_epochs,
+    settings = clf.ClassifierTrainConfig(image_size=args.judge_size or args.size, weights="none",
+                                         epochs=args.judge_epochs, batch_size=args.judge_batch_size,
                                          val_fraction=0.0, patience=args.judge_epochs, seed=args.seed)
     start = time.perf_counter()
     classifier = clf.fit_classifier(train_set, settings, verbose=0)[0]
@@ -88,12 +89,18 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--per-emotion", type=int, default=8, help="training stickers per emotion")
     parser.add_argument("--steps", type=int, default=300, help="textual-inversion steps")
+    parser.add_argument("--ti-from", help="load the tokens from this earlier run's ti folder instead of training them")
+    parser.add_argument("--init", default="broccoli",
+                        help="the tokens' starting word; 'emotion': each its emotion's word (happy, sad, angry, love)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--lora-steps", type=int, default=300, help="0: no LoRA rows")
     parser.add_argument("--lora-rank", type=int, default=8)
     parser.add_argument("--lora-learning-rate", type=float, default=1e-3)
     parser.add_argument("--judge-epochs", type=int, default=15)
+    parser.add_argument("--judge-size", type=int, default=None, help="the judge's input side (default --size)")
+    parser.add_argument("--judge-batch-size", type=int, default=64)
+    parser.add_argument("--lora-batch-size", type=int, default=None, help="default --batch-size")
     parser.add_argument("--other", type=int, default=300, help="'other' emoji in the judge's training set")
     parser.add_argument("--n", type=int, default=DemoConfig.num_images, help="generations per row")
     parser.add_argument("--sample-steps", type=int, default=DemoConfig.sample_steps)
@@ -126,8 +133,14 @@ def main() -> None:
                            seed=args.seed, progress=False)
     start = time.perf_counter()
     model = load_model(args.model)
-    train(model, TextualInversion(dict(STICKER_TOKENS), init="broccoli"), stickers, settings,
-          os.path.join(args.out, "ti"))
+    init = EMOTION_WORDS if args.init == "emotion" else args.init
+    ti_dir = args.ti_from or os.path.join(args.out, "ti")
+    if args.ti_from:  # tokens learned by an earlier run: compare LoRA settings on the same tokens
+        from kerasemote.embeddings import load_embeddings
+
+        load_embeddings(model, ti_dir)
+    else:
+        train(model, TextualInversion(dict(STICKER_TOKENS), init=init), stickers, settings, ti_dir)
     timings["textual inversion"] = time.perf_counter() - start
     models = {"ti": model}
     if args.lora_steps:
@@ -135,8 +148,8 @@ def main() -> None:
 
         start = time.perf_counter()
         lora_model = load_model(args.model)
-        load_embeddings(lora_model, os.path.join(args.out, "ti"))
-        lora_settings = TrainConfig(steps=args.lora_steps, batch_size=args.batch_size,
+        load_embeddings(lora_model, ti_dir)
+        lora_settings = TrainConfig(steps=args.lora_steps, batch_size=args.lora_batch_size or args.batch_size,
                                     learning_rate=args.lora_learning_rate, seed=args.seed, progress=False)
         train(lora_model, LoRA(rank=args.lora_rank, targets=("attention", "convs"), words=dict(STICKER_TOKENS),
                                seed=args.seed), stickers, lora_settings, os.path.join(args.out, "lora"))

@@ -18,6 +18,7 @@ from kerasemote.classification import (
     build_classifier,
     evaluate_and_write,
     evaluate_classifier,
+    fit_classifier,
     load_classifier,
     load_image,
     load_labelled_folder,
@@ -318,3 +319,16 @@ def test_a_prepared_dataset_directory_is_a_labelled_source(tmp_path):
     assert len(test_labels) == len(test_rows)
     loaded = load_labelled_folder(tmp_path / "prepared", 8, split="train")
     assert loaded.images.shape[1:] == (8, 8, 3) and set(loaded.class_names) <= {"happy", "sad"}
+
+
+def test_in_memory_images_of_another_size_train_and_evaluate_at_the_configured_size():
+    # 64 px arrays into a 32 px judge: brought to 32 px as scoring brings them (the fit used to fail on the shape).
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
+    data = LabelledImages(images, np.array([0, 1] * 4), ["a", "b"], [f"#{i}" for i in range(8)])
+    config = ClassifierTrainConfig(image_size=SIZE, weights="none", epochs=1, batch_size=4, val_fraction=0.0,
+                                   augment=False)
+    classifier, _, train, _ = fit_classifier(data, config, val_data=data.subset(np.arange(4)), verbose=0)
+    assert train.images.shape == (8, SIZE, SIZE, 3) and classifier.image_size == SIZE
+    assert classifier.predict_proba(images).shape == (8, 2)
+    assert len(evaluate_classifier(classifier, data).per_class) == 2  # evaluation brings them to 32 px too

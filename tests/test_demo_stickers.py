@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kerasemote.demo.stickers import (EMOTIONS, JUDGE_CLASSES, OTHER, STICKER_TOKENS, few_stickers, row_spread,
-                                      sticker_judge_set)
+from kerasemote.demo.stickers import (EMOTIONS, JUDGE_CLASSES, NEUTRAL, OTHER, STICKER_TOKENS, few_stickers,
+                                      neutral_stickers, row_spread, sticker_judge_set)
 
 SAMPLE = str(Path(__file__).resolve().parents[1] / "dataset" / "broccoli-stickers")
 
@@ -36,6 +36,15 @@ def test_few_stickers_takes_the_first_of_each_emotion_from_the_train_split():
 def test_few_stickers_names_the_emotion_that_has_too_few():
     with pytest.raises(ValueError, match="metadata.jsonl has 4 'happy' stickers in split 'test', expected at least 5"):
         few_stickers(SAMPLE, per_emotion=5, size=16, split="test")
+
+
+def test_neutral_stickers_are_the_faceless_ones_of_the_train_split():
+    body = neutral_stickers(SAMPLE, 4, size=16)
+    assert body.concepts == (NEUTRAL,) * 4 and body.images.shape == (4, 16, 16, 3)
+    rows = {json.loads(line)["file"]: json.loads(line) for line in open(Path(SAMPLE) / "metadata.jsonl")}
+    assert {(rows[f]["label"], rows[f]["split"]) for f in body.files} == {(NEUTRAL, "train")}
+    with pytest.raises(ValueError, match="'neutral' stickers in split 'train', expected at least 500"):
+        neutral_stickers(SAMPLE, 500, size=16)
 
 
 def test_every_emotion_has_its_own_broccoli_token():

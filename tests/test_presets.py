@@ -87,6 +87,7 @@ def installed_wheel(tmp_path_factory):
         shutil.copy(ROOT / name, src / name)
     shutil.copytree(ROOT / "kerasemote", src / "kerasemote", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(SHIPPED, src / "weights" / "kerasemote-tiny")
+    shutil.copytree(ROOT / "dataset" / "noto-emoji", src / "dataset" / "noto-emoji")  # setup.py ships it too
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     # No build isolation: build with the installed setuptools, offline.
     subprocess.run(pip + ["wheel", str(src), "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist")],

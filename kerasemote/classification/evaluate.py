@@ -128,7 +128,7 @@ def evaluate_classifier(
         batch_size: prediction batch size.
     """
     data = as_labelled_set(classifier, data)
-    probs = classifier.predict_prepared(data.images, batch_size)  # (N, C)
+    probs = classifier.predict_proba(data.images, batch_size)  # (N, C), brought to the classifier's size
     predicted = np.argmax(probs, axis=-1)
     matrix = confusion_matrix(data.labels, predicted, len(classifier.class_names))
     return EvaluationReport(

@@ -10,7 +10,7 @@ from typing import Sequence, Union
 import keras
 import numpy as np
 
-from kerasemote.classification.images import LabelledImages, PathLike, load_labelled_folder
+from kerasemote.classification.images import LabelledImages, PathLike, array_to_rgb, load_labelled_folder
 from kerasemote.classification.ensemble import EnsembleClassifier
 from kerasemote.classification.model import Classifier, build_classifier
 from kerasemote.classification.plots import plot_history
@@ -109,7 +109,12 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, fl
 
 
 def _as_labelled(data: TrainData, size: int) -> LabelledImages:
-    return data if isinstance(data, LabelledImages) else load_labelled_folder(data, size)
+    """A folder read at ``size``, or in-memory images brought to ``size`` as scoring brings them."""
+    if not isinstance(data, LabelledImages):
+        return load_labelled_folder(data, size)
+    if data.images.shape[1:3] == (size, size):
+        return data
+    return replace(data, images=array_to_rgb(data.images, size))
 
 
 def _split(
@@ -120,7 +125,7 @@ def _split(
             raise ValueError(
                 f"Validation classes {val_data.class_names} differ from training classes {data.class_names}."
             )
-        return data, val_data
+        return data, _as_labelled(val_data, config.image_size)
     if val_data is not None:
         return data, load_labelled_folder(val_data, config.image_size, data.class_names)
     train_idx, val_idx = stratified_split(data.labels, config.val_fraction, config.seed)

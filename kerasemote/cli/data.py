@@ -6,7 +6,7 @@ import argparse
 import itertools
 import time
 
-from kerasemote.data.sources.stickers import DEFAULT_PER_CLASS
+from kerasemote.data.sources.drawn import DEFAULT_PER_CLASS
 
 
 def register(subparsers) -> None:
@@ -21,15 +21,15 @@ def register(subparsers) -> None:
         help="write images, captions, labels, split and style tokens",
         description=(
             "Write a prepared directory from packaged emoji sets (twemoji, openmoji, noto; offline), "
-            "drawn broccoli stickers with emotion faces (broccoli-stickers; seeded) "
+            "drawn broccoli stickers and emoji faces with emotions (broccoli-stickers, emotion-faces; seeded) "
             "or local files (kaggle full_emoji.csv or its folder, valhalla parquet, russian marking.csv, "
             "a folder of your images). Several sources are mixed with commas: --source twemoji,openmoji,noto "
             "gives captions '<name> emoji in <sN> style' with one style token per vendor."
         ),
     )
     p.add_argument("--source", required=True, action="append",
-                   help="twemoji, openmoji, noto, broccoli-stickers, kaggle, valhalla, russian or folder; "
-                        "comma-separate to mix")
+                   help="twemoji, openmoji, noto, broccoli-stickers, emotion-faces, kaggle, valhalla, russian "
+                        "or folder; comma-separate to mix")
     p.add_argument("path", nargs="?", help="file or folder of a kaggle/valhalla/russian/folder source")
     p.add_argument("--out", required=True, help="prepared directory to write")
     p.add_argument("--vendors", nargs="+", help="kaggle vendor columns to keep (default all)")
@@ -42,8 +42,10 @@ def register(subparsers) -> None:
     p.add_argument("--caption-column", help="valhalla/russian caption column (default: text)")
     p.add_argument("--file-column", help="russian CSV image-path column (default: file_name/path/file...)")
     p.add_argument("--font-path", help="NotoColorEmoji.ttf when it is not in a system folder")
-    p.add_argument("--seed", type=int, default=0, help="broccoli-stickers seed: the same seed draws the same images")
-    p.add_argument("--per-class", type=int, help=f"broccoli-stickers per class (default {DEFAULT_PER_CLASS})")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of broccoli-stickers and emotion-faces: the same seed draws the same images")
+    p.add_argument("--per-class", type=int,
+                   help=f"broccoli-stickers or emotion-faces per class (default {DEFAULT_PER_CLASS})")
     p.add_argument("--workers", type=int, default=2, help="image encoding threads (default 2)")
     p.add_argument("--overwrite", action="store_true", help="replace a prepared set already in --out")
     p.set_defaults(func=run_prepare)

@@ -60,17 +60,27 @@ def few_stickers(sticker_dir: str, per_emotion: int, size: int, split: str = "tr
     Raises:
         ValueError: an emotion has fewer than ``per_emotion`` stickers in ``split``.
     """
+    return _first_of(sticker_dir, EMOTIONS, per_emotion, size, split)
+
+
+def neutral_stickers(sticker_dir: str, count: int, size: int, split: str = "train"):
+    """The first ``count`` broccoli stickers without a face in ``split`` (concept ``neutral``): the body
+    that a face concept is combined with."""
+    return _first_of(sticker_dir, (NEUTRAL,), count, size, split)
+
+
+def _first_of(sticker_dir: str, labels: Sequence[str], count: int, size: int, split: str):
     from kerasemote.training import ImageSet
 
-    if per_emotion < 1:
-        raise ValueError(f"few_stickers: per_emotion must be at least 1, found {per_emotion}.")
+    if count < 1:
+        raise ValueError(f"{sticker_dir}: at least 1 sticker a class is needed, found {count}.")
     chosen = []
     rows = _rows(sticker_dir, (split,))
-    for label in EMOTIONS:
-        of_label = [row for row in rows if row["label"] == label][:per_emotion]
-        if len(of_label) < per_emotion:
+    for label in labels:
+        of_label = [row for row in rows if row["label"] == label][:count]
+        if len(of_label) < count:
             raise ValueError(f"{sticker_dir}: metadata.jsonl has {len(of_label)} {label!r} stickers in split "
-                             f"{split!r}, expected at least {per_emotion}.")
+                             f"{split!r}, expected at least {count}.")
         chosen += of_label
     return ImageSet(images=_read(sticker_dir, chosen, size), captions=((),) * len(chosen),
                     concepts=tuple(row["label"] for row in chosen), files=tuple(row["file"] for row in chosen))

@@ -7,8 +7,9 @@ from typing import Iterator, Sequence
 
 from kerasemote.data.records import EmojiRecord, SkippedItem
 
-# Sources that need no path: emoji sets installed with the package, and broccoli-stickers, drawn by kerasemote.
-PACKAGED_SOURCES = ("twemoji", "openmoji", "noto", "broccoli-stickers")
+# Sources that need no path: emoji sets installed with the package, the Noto sample that ships with kerasemote,
+# and broccoli-stickers and emotion-faces, drawn by kerasemote.
+PACKAGED_SOURCES = ("twemoji", "openmoji", "noto", "noto-sample", "broccoli-stickers", "emotion-faces")
 FILE_SOURCES = ("kaggle", "valhalla", "russian", "folder")
 SOURCE_NAMES = PACKAGED_SOURCES + FILE_SOURCES
 
@@ -30,7 +31,7 @@ def source_records(
     """Records of one named source, ready for :func:`kerasemote.data.prepare`.
 
     Args:
-        name: one of ``twemoji, openmoji, noto, broccoli-stickers`` (no path) or
+        name: one of ``twemoji, openmoji, noto, noto-sample, broccoli-stickers, emotion-faces`` (no path) or
             ``kaggle, valhalla, russian, folder`` (need ``path``).
         path: the file or folder of a file source.
         vendors: Kaggle vendor columns to use (all by default).
@@ -39,13 +40,15 @@ def source_records(
         caption_column: caption column of valhalla / russian tables.
         file_column: russian CSV image-path column.
         font_path: NotoColorEmoji.ttf when not in a system folder.
-        render_size: OpenMoji font size and broccoli-sticker side in pixels; match the prepare
-            ``size`` (rendering at 512 costs about 10x the time of 128).
-        seed: broccoli-stickers seed; the same seed draws the same images.
-        per_class: broccoli-stickers per class (default
-            :data:`~kerasemote.data.sources.stickers.DEFAULT_PER_CLASS`).
+        render_size: OpenMoji font size and the side of drawn images in pixels; match the
+            prepare ``size`` (rendering at 512 costs about 10x the time of 128).
+        seed: seed of a drawn source (broccoli-stickers, emotion-faces); the same seed draws
+            the same images.
+        per_class: images per class of a drawn source (default
+            :data:`~kerasemote.data.sources.drawn.DEFAULT_PER_CLASS`).
     """
-    from kerasemote.data.sources import captioned, folder, kaggle, packaged, stickers
+    from kerasemote.data.sources import captioned, emotion_faces, folder, kaggle, packaged, samples, stickers
+    from kerasemote.data.sources.drawn import DEFAULT_PER_CLASS
 
     if name not in SOURCE_NAMES:
         raise ValueError(f"Unknown source {name!r}; choose one of {list(SOURCE_NAMES)}.")
@@ -59,9 +62,13 @@ def source_records(
         return packaged.openmoji_records(limit, render_size)
     if name == "noto":
         return packaged.noto_records(limit, font_path)
+    if name == "noto-sample":
+        return samples.noto_sample_records(limit)
+    per_class = DEFAULT_PER_CLASS if per_class is None else per_class
     if name == "broccoli-stickers":
-        return stickers.sticker_records(
-            stickers.DEFAULT_PER_CLASS if per_class is None else per_class, seed, render_size, limit)
+        return stickers.sticker_records(per_class, seed, render_size, limit)
+    if name == "emotion-faces":
+        return emotion_faces.face_records(per_class, seed, render_size, limit)
     if name == "kaggle":
         return kaggle.kaggle_records(path, vendors, limit)
     if name == "valhalla":

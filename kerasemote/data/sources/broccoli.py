@@ -5,35 +5,42 @@ Everything is drawn with Pillow on a canvas several times the asked side (at lea
 count and shade, face variant) comes from the ``numpy.random.Generator`` passed in, so
 the same generator state gives the same pixels.
 
-Coordinates are fractions of the canvas side; ``_Pen`` turns them into pixels.
+Coordinates are fractions of the canvas side; the face parts and the pen that draws in
+fractions come from :mod:`.face_parts`, shared with the emotion faces.
 """
 
 from __future__ import annotations
 
-import colorsys
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageFilter
+
+from kerasemote.data.sources.face_parts import (
+    FACES,
+    RGB,
+    FaceBox,
+    Pen,
+    drawing_scale,
+    hsv,
+    mix,
+)
 
 BORDER_WHITE = 0.045  # sticker border widths, as fractions of the side
 BORDER_DARK = 0.014
 MARGIN = 0.02  # blank paper between the sticker's dark line and the image edge
 BORDER_DARK_COLOR = (70, 70, 70)
 ANGRY_RED = (232, 30, 25)
-
-RGB = tuple[int, int, int]
-
-
-def _hsv(h: float, s: float, v: float) -> RGB:
-    r, g, b = colorsys.hsv_to_rgb(h % 1.0, min(max(s, 0.0), 1.0), min(max(v, 0.0), 1.0))
-    return (round(r * 255), round(g * 255), round(b * 255))
-
-
-def _mix(a: RGB, b: RGB, t: float) -> RGB:
-    return tuple(round(x + (y - x) * t) for x, y in zip(a, b))
+# Each emotion's cast over the florets: (colour, range of the blend amount, outline colour). At 64 px a
+# face is a few pixels, so the whole sticker also says the emotion: sunny for happy, blue for sad,
+# red for angry, pink for in love; the face still tells it apart up close.
+EMOTION_TINTS: dict[str, tuple[RGB, tuple[float, float], RGB]] = {
+    "happy": ((255, 220, 20), (0.5, 0.62), (95, 80, 0)),
+    "sad": ((55, 105, 235), (0.45, 0.6), (15, 30, 90)),
+    "angry": (ANGRY_RED, (0.6, 0.72), (90, 10, 10)),
+    "in love": ((255, 120, 195), (0.62, 0.75), (115, 15, 60)),
+}
 
 
 @dataclass(frozen=True)
@@ -55,203 +62,29 @@ class Greens:
         val = rng.uniform(0.55, 0.72)
         stalk_hue = hue - rng.uniform(0.02, 0.06)
         return Greens(
-            dark=_hsv(hue, sat, val * 0.72),
-            mid=_hsv(hue, sat, val),
-            light=_hsv(hue - 0.02, sat * 0.8, min(1.0, val * 1.3)),
-            line=_hsv(hue, sat, val * 0.38),
-            stalk=_hsv(stalk_hue, 0.42, 0.84),
-            stalk_light=_hsv(stalk_hue, 0.28, 0.95),
-            stalk_line=_hsv(stalk_hue, 0.55, 0.45),
+            dark=hsv(hue, sat, val * 0.72),
+            mid=hsv(hue, sat, val),
+            light=hsv(hue - 0.02, sat * 0.8, min(1.0, val * 1.3)),
+            line=hsv(hue, sat, val * 0.38),
+            stalk=hsv(stalk_hue, 0.42, 0.84),
+            stalk_light=hsv(stalk_hue, 0.28, 0.95),
+            stalk_line=hsv(stalk_hue, 0.55, 0.45),
         )
 
-    def tinted(self, color: RGB, amount: float) -> Greens:
-        """Florets blended toward ``color`` (the angry red); the stalk keeps its shade."""
+    def tinted(self, color: RGB, amount: float, line: RGB = (90, 10, 10)) -> Greens:
+        """Florets blended toward ``color`` (the angry red, the sad blue), outlines toward ``line``; the stalk
+        keeps its shade."""
         return Greens(
-            dark=_mix(self.dark, color, amount), mid=_mix(self.mid, color, amount),
-            light=_mix(self.light, color, amount), line=_mix(self.line, (90, 10, 10), amount),
+            dark=mix(self.dark, color, amount), mid=mix(self.mid, color, amount),
+            light=mix(self.light, color, amount), line=mix(self.line, line, amount),
             stalk=self.stalk, stalk_light=self.stalk_light, stalk_line=self.stalk_line,
         )
-
-
-class _Pen:
-    """ImageDraw in canvas fractions: ``x, y, r`` are fractions of the side."""
-
-    def __init__(self, image: Image.Image) -> None:
-        self.side = image.width
-        self.draw = ImageDraw.Draw(image)
-
-    def px(self, value: float) -> float:
-        return value * self.side
-
-    def width(self, value: float) -> int:
-        return max(1, round(value * self.side))
-
-    def circle(self, x: float, y: float, r: float, fill: RGB, line: RGB | None = None, w: float = 0.0) -> None:
-        box = [self.px(x - r), self.px(y - r), self.px(x + r), self.px(y + r)]
-        self.draw.ellipse(box, fill=fill, outline=line, width=self.width(w) if line else 0)
-
-    def ellipse(self, x: float, y: float, rx: float, ry: float, fill: RGB) -> None:
-        self.draw.ellipse([self.px(x - rx), self.px(y - ry), self.px(x + rx), self.px(y + ry)], fill=fill)
-
-    def arc(self, x: float, y: float, r: float, start: float, end: float, color: RGB, w: float) -> None:
-        """Arc of the circle at (x, y); angles in degrees clockwise from 3 o'clock (Pillow's)."""
-        box = [self.px(x - r), self.px(y - r), self.px(x + r), self.px(y + r)]
-        self.draw.arc(box, start, end, fill=color, width=self.width(w))
-
-    def line(self, points: list[tuple[float, float]], color: RGB, w: float) -> None:
-        self.draw.line([(self.px(x), self.px(y)) for x, y in points], fill=color, width=self.width(w), joint="curve")
-        for x, y in (points[0], points[-1]):  # round caps
-            self.circle(x, y, w / 2, color)
-
-    def polygon(self, points: list[tuple[float, float]], fill: RGB) -> None:
-        self.draw.polygon([(self.px(x), self.px(y)) for x, y in points], fill=fill)
-
-    def pieslice(self, x: float, y: float, r: float, start: float, end: float, fill: RGB) -> None:
-        box = [self.px(x - r), self.px(y - r), self.px(x + r), self.px(y + r)]
-        self.draw.pieslice(box, start, end, fill=fill)
-
-
-# ---------------------------------------------------------------------- face parts
-
-
-@dataclass(frozen=True)
-class FaceBox:
-    """Where the face goes: centre (x, y) and unit ``u`` (the crown's front radius)."""
-
-    x: float
-    y: float
-    u: float
-
-    def eye(self, side: int) -> tuple[float, float]:
-        return self.x + side * 0.4 * self.u, self.y - 0.1 * self.u
-
-
-INK = (35, 30, 30)
-MOUTH = (125, 20, 35)
-TONGUE = (240, 110, 120)
-BLUSH = (250, 135, 150)
-HEART = (228, 28, 58)
-HEART_LINE = (120, 0, 20)
-TEAR = (95, 175, 255)
-TEAR_LINE = (25, 75, 190)
-
-
-def _dot_eyes(pen: _Pen, face: FaceBox, size: float = 0.13) -> None:
-    for side in (-1, 1):
-        x, y = face.eye(side)
-        pen.circle(x, y, size * face.u, INK)
-        pen.circle(x - 0.4 * size * face.u, y - 0.4 * size * face.u, 0.38 * size * face.u, (255, 255, 255))
-
-
-def _heart(pen: _Pen, x: float, y: float, w: float, fill: RGB) -> None:
-    """A heart ``w`` wide centred at (x, y): two lobes and a point."""
-    r = w / 4
-    pen.circle(x - r, y - r * 0.5, r * 1.02, fill)
-    pen.circle(x + r, y - r * 0.5, r * 1.02, fill)
-    pen.polygon([(x - 2 * r, y - r * 0.35), (x + 2 * r, y - r * 0.35), (x, y + 1.85 * r)], fill)
-
-
-def _outlined_heart(pen: _Pen, x: float, y: float, w: float, line: float) -> None:
-    _heart(pen, x, y + line * 0.3, w + 2.6 * line, HEART_LINE)
-    _heart(pen, x, y, w, HEART)
-    pen.circle(x - w * 0.3, y - w * 0.2, w * 0.08, (255, 200, 210))
-
-
-def _tear(pen: _Pen, x: float, y: float, r: float, line: float) -> None:
-    """A blue drop, point up, its round end centred at (x, y)."""
-    for radius, color in ((r + line, TEAR_LINE), (r, TEAR)):
-        pen.circle(x, y, radius, color)
-        pen.polygon([(x - radius * 0.93, y - radius * 0.35), (x + radius * 0.93, y - radius * 0.35),
-                     (x, y - r * 2.3 - (radius - r) * 1.6)], color)
-    pen.circle(x - r * 0.35, y - r * 0.2, r * 0.28, (225, 242, 255))
-
-
-def _brows(pen: _Pen, face: FaceBox, inner_dy: float, w: float) -> None:
-    """Two brows above the eyes; ``inner_dy`` > 0 lowers the inner ends (angry), < 0 raises them (sad)."""
-    for side in (-1, 1):
-        x, y = face.eye(side)
-        top = y - 0.33 * face.u
-        inner = (x - side * 0.2 * face.u, top + inner_dy * face.u)
-        outer = (x + side * 0.2 * face.u, top - inner_dy * face.u)
-        pen.line([inner, outer], INK, w * face.u)
-
-
-def _blush(pen: _Pen, face: FaceBox) -> None:
-    for side in (-1, 1):
-        x, y = face.eye(side)
-        pen.ellipse(x + side * 0.1 * face.u, y + 0.3 * face.u, 0.15 * face.u, 0.085 * face.u, BLUSH)
-
-
-def happy_face(pen: _Pen, face: FaceBox, rng: np.random.Generator) -> None:
-    """Upturned eye arcs (or dot eyes) and a big open smile with a tongue."""
-    u = face.u
-    if rng.random() < 0.5:
-        for side in (-1, 1):
-            x, y = face.eye(side)
-            pen.arc(x, y + 0.06 * u, 0.14 * u, 195, 345, INK, 0.085 * u)
-    else:
-        _dot_eyes(pen, face)
-    mx, my, mr = face.x, face.y + 0.14 * u, rng.uniform(0.36, 0.42) * u
-    pen.pieslice(mx, my, mr + 0.05 * u, 0, 180, INK)
-    pen.pieslice(mx, my, mr, 0, 180, MOUTH)
-    pen.ellipse(mx, my + 0.7 * mr, 0.5 * mr, 0.26 * mr, TONGUE)
-    pen.draw.rectangle([pen.px(mx - mr - 0.05 * u), pen.px(my - 0.05 * u), pen.px(mx + mr + 0.05 * u), pen.px(my)],
-                       fill=INK)
-
-
-def sad_face(pen: _Pen, face: FaceBox, rng: np.random.Generator) -> None:
-    """Droopy brows (inner ends up), dot eyes, a downturned mouth and blue tears."""
-    u = face.u
-    _brows(pen, face, -0.1, 0.09)
-    _dot_eyes(pen, face, 0.12)
-    pen.arc(face.x, face.y + 0.58 * u, 0.34 * u, 210, 330, INK, 0.11 * u)
-    sides = (-1, 1) if rng.random() < 0.6 else (int(rng.choice([-1, 1])),)
-    for side in sides:
-        x, y = face.eye(side)
-        _tear(pen, x + side * 0.05 * u, y + 0.42 * u, 0.15 * u, 0.035 * u)
-
-
-def angry_face(pen: _Pen, face: FaceBox, rng: np.random.Generator) -> None:
-    """Frowning V brows, small eyes and gritted teeth or a turned-down mouth."""
-    u = face.u
-    _brows(pen, face, 0.12, 0.1)
-    _dot_eyes(pen, face, 0.1)
-    if rng.random() < 0.6:
-        x0, x1, y0, y1 = face.x - 0.3 * u, face.x + 0.3 * u, face.y + 0.24 * u, face.y + 0.44 * u
-        box = [pen.px(x0), pen.px(y0), pen.px(x1), pen.px(y1)]
-        pen.draw.rounded_rectangle(box, radius=pen.px(0.06 * u), fill=(255, 255, 255), outline=INK,
-                                   width=pen.width(0.055 * u))
-        pen.line([(x0 + 0.04 * u, (y0 + y1) / 2), (x1 - 0.04 * u, (y0 + y1) / 2)], INK, 0.04 * u)
-        for k in (-1, 0, 1):
-            pen.line([(face.x + k * 0.1 * u, y0 + 0.03 * u), (face.x + k * 0.1 * u, y1 - 0.03 * u)], INK, 0.03 * u)
-    else:
-        pen.arc(face.x, face.y + 0.6 * u, 0.3 * u, 215, 325, INK, 0.1 * u)
-
-
-def in_love_face(pen: _Pen, face: FaceBox, rng: np.random.Generator) -> None:
-    """Red heart eyes, pink cheeks and a smile."""
-    u = face.u
-    _blush(pen, face)
-    width = rng.uniform(0.36, 0.42) * u
-    for side in (-1, 1):
-        x, y = face.eye(side)
-        _outlined_heart(pen, x + side * 0.03 * u, y, width, 0.03 * u)
-    pen.arc(face.x, face.y + 0.1 * u, 0.26 * u, 25, 155, INK, 0.085 * u)
-
-
-# Emotion label (kerasemote.data.emotions spelling) -> its face.
-FACES: dict[str, Callable[[_Pen, FaceBox, np.random.Generator], None]] = {
-    "happy": happy_face,
-    "sad": sad_face,
-    "angry": angry_face,
-    "in love": in_love_face,
-}
 
 
 # ---------------------------------------------------------------------- the broccoli
 
 
-def _stalk(pen: _Pen, rng: np.random.Generator, cx: float, top: float, s: float, greens: Greens) -> None:
+def _stalk(pen: Pen, rng: np.random.Generator, cx: float, top: float, s: float, greens: Greens) -> None:
     length = rng.uniform(0.2, 0.27) * s
     top_w, bottom_w = rng.uniform(0.085, 0.11) * s, rng.uniform(0.06, 0.085) * s
     lean = rng.uniform(-0.02, 0.02) * s
@@ -269,7 +102,7 @@ def _stalk(pen: _Pen, rng: np.random.Generator, cx: float, top: float, s: float,
                  (cx + lean - bottom_w * 0.5, bottom - 0.01)], greens.stalk_light)
 
 
-def _floret(pen: _Pen, rng: np.random.Generator, x: float, y: float, r: float, greens: Greens) -> None:
+def _floret(pen: Pen, rng: np.random.Generator, x: float, y: float, r: float, greens: Greens) -> None:
     """One floret: an outlined circle with a few smaller bumps inside for texture."""
     pen.circle(x, y, r, greens.mid, greens.line, 0.016)
     for _ in range(int(rng.integers(2, 5))):
@@ -292,14 +125,15 @@ def draw_broccoli(rng: np.random.Generator, face: str | None, side: int) -> Imag
     """
     if face is not None and face not in FACES:
         raise ValueError(f"face must be one of {list(FACES)} or None; found {face!r}.")
-    scale = _scale(side)
+    scale = drawing_scale(side)
     canvas = side * scale
     layer = Image.new("RGBA", (canvas, canvas), (0, 0, 0, 0))
-    pen = _Pen(layer)
+    pen = Pen(layer)
     s = rng.uniform(0.95, 1.12)  # overall size
     greens = Greens.draw(rng)
-    if face == "angry":
-        greens = greens.tinted(ANGRY_RED, rng.uniform(0.6, 0.72))
+    if face is not None:
+        color, (low, high), line = EMOTION_TINTS[face]
+        greens = greens.tinted(color, rng.uniform(low, high), line=line)
     cx, cy = 0.5, 0.42
     front = rng.uniform(0.19, 0.22) * s  # radius of the front floret that carries the face
     stretch_x, stretch_y = rng.uniform(0.95, 1.2), rng.uniform(0.85, 1.05)
@@ -317,7 +151,7 @@ def draw_broccoli(rng: np.random.Generator, face: str | None, side: int) -> Imag
         bump = rng.uniform(0.3, 0.4) * front
         _floret(pen, rng, cx + (front - 0.3 * bump) * math.cos(angle), cy + (front - 0.3 * bump) * math.sin(angle),
                 bump, greens)
-    pen.circle(cx, cy, front, _mix(greens.mid, greens.light, 0.3), greens.line, 0.016)  # lighter: the face stands out
+    pen.circle(cx, cy, front, mix(greens.mid, greens.light, 0.3), greens.line, 0.016)  # lighter: the face stands out
     for k in range(int(rng.integers(4, 7))):  # texture along the front floret's upper edge, clear of the face
         angle = math.radians(rng.uniform(-165, -15))
         pen.circle(cx + 0.8 * front * math.cos(angle), cy + 0.8 * front * math.sin(angle),
@@ -329,11 +163,6 @@ def draw_broccoli(rng: np.random.Generator, face: str | None, side: int) -> Imag
         layer = layer.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     layer = layer.rotate(rng.uniform(-22, 22), resample=Image.Resampling.BILINEAR, expand=True)
     return _stick(_place(layer, canvas, rng)).resize((side, side), Image.Resampling.LANCZOS)
-
-
-def _scale(side: int) -> int:
-    """Drawing scale: a canvas of at least 256 px, and never less than twice the side."""
-    return max(2, -(-256 // side))
 
 
 def _place(layer: Image.Image, canvas: int, rng: np.random.Generator) -> Image.Image:

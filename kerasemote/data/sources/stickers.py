@@ -5,10 +5,7 @@ Five classes: ``happy``, ``sad``, ``angry`` and ``in love`` (the emotion labels 
 ``neutral``, a broccoli without a face. Every sticker is drawn from its own random
 generator, keyed by ``(seed, label, index)``: the same seed gives the same pixels, and
 asking for fewer stickers (``per_class``, ``limit``) never changes the ones kept.
-
-Records come class by class in turn (happy 0, sad 0, ..., happy 1, ...), so ``limit``
-keeps the classes balanced. Each sticker is its own split group (the captions of one
-class are all alike, and grouping by caption would put a whole class in one split).
+Ids, records, the split and the class order are :mod:`.drawn`'s, shared with the emotion faces.
 
 Example:
     >>> from kerasemote import data
@@ -17,16 +14,15 @@ Example:
 
 from __future__ import annotations
 
-import functools
-import zlib
 from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image
 
-from kerasemote.data.emotions import EMOTIONS, emotion_slug
+from kerasemote.data.emotions import EMOTIONS
 from kerasemote.data.records import EmojiRecord
 from kerasemote.data.sources.broccoli import FACES, draw_broccoli
+from kerasemote.data.sources.drawn import DEFAULT_PER_CLASS, DrawnSet
 
 VENDOR = "broccoli-stickers"
 NEUTRAL = "neutral"
@@ -39,8 +35,6 @@ STICKER_CAPTIONS: dict[str, str] = {
     NEUTRAL: "broccoli sticker",
 }
 STICKER_LABELS: tuple[str, ...] = tuple(STICKER_CAPTIONS)
-# 200 per class puts at least 24 of each class in the test split (100:1:20 by id hash).
-DEFAULT_PER_CLASS = 200
 
 _faced = set(STICKER_LABELS) - {NEUTRAL}
 if _faced != set(FACES) or not _faced <= set(EMOTIONS):
@@ -48,15 +42,16 @@ if _faced != set(FACES) or not _faced <= set(EMOTIONS):
                          f"all in kerasemote.data.emotions.EMOTIONS {list(EMOTIONS)}.")
 
 
-def _check_label(label: str) -> None:
-    if label not in STICKER_CAPTIONS:
-        raise ValueError(f"Sticker label must be one of {list(STICKER_LABELS)}; found {label!r}.")
+def _draw(rng: np.random.Generator, label: str, side: int) -> Image.Image:
+    return draw_broccoli(rng, None if label == NEUTRAL else label, side)
+
+
+STICKERS = DrawnSet(VENDOR, STICKER_CAPTIONS, _draw, "Sticker")
 
 
 def sticker_rng(seed: int, label: str, index: int) -> np.random.Generator:
     """The generator of one sticker: keyed by the seed, the label (by CRC-32) and the index."""
-    _check_label(label)
-    return np.random.default_rng([int(seed), zlib.crc32(label.encode("utf-8")), int(index)])
+    return STICKERS.rng(seed, label, index)
 
 
 def draw_sticker(label: str, index: int, seed: int = 0, size: int = 64) -> Image.Image:
@@ -71,18 +66,12 @@ def draw_sticker(label: str, index: int, seed: int = 0, size: int = 64) -> Image
     Example:
         >>> draw_sticker("in love", 0, size=128).save("in_love.png")
     """
-    if size < 16:
-        raise ValueError(f"Sticker size must be at least 16 pixels; found {size}.")
-    if index < 0:
-        raise ValueError(f"Sticker index must be non-negative; found {index}.")
-    rng = sticker_rng(seed, label, index)
-    return draw_broccoli(rng, None if label == NEUTRAL else label, size)
+    return STICKERS.image(label, index, seed, size)
 
 
 def sticker_id(label: str, index: int) -> str:
     """``"broccoli-stickers_in-love_0007"``: file-system safe, the same for every seed."""
-    _check_label(label)
-    return f"{VENDOR}_{emotion_slug(label)}_{index:04d}"
+    return STICKERS.record_id(label, index)
 
 
 def sticker_records(
@@ -103,25 +92,7 @@ def sticker_records(
     Yields:
         One ``EmojiRecord`` per sticker: vendor ``broccoli-stickers``, its label and caption.
     """
-    if per_class < 1:
-        raise ValueError(f"per_class must be a positive number of stickers; found {per_class}.")
-    count = 0
-    for index in range(per_class):
-        for label in STICKER_LABELS:
-            if limit is not None and count >= limit:
-                return
-            record_id = sticker_id(label, index)
-            yield EmojiRecord(
-                id=record_id,
-                load=functools.partial(draw_sticker, label, index, seed, size),
-                description=STICKER_CAPTIONS[label],
-                vendor=VENDOR,
-                label=label,
-                caption=STICKER_CAPTIONS[label],
-                origin=f"{VENDOR}:seed {seed}:{label}:{index}",
-                group=record_id,
-            )
-            count += 1
+    return STICKERS.records(per_class, seed, size, limit)
 
 
 def sticker_examples(per_class: int = 6, size: int = 64, seed: int = 0) -> tuple[np.ndarray, list[str]]:
@@ -130,7 +101,4 @@ def sticker_examples(per_class: int = 6, size: int = 64, seed: int = 0) -> tuple
     Returns:
         ``(images, labels)``: uint8 (N, size, size, 3) with N = 5 * per_class, and each one's label.
     """
-    labels = [label for label in STICKER_LABELS for _ in range(per_class)]
-    images = [np.asarray(draw_sticker(label, index, seed, size))
-              for label in STICKER_LABELS for index in range(per_class)]
-    return np.stack(images), labels  # (N, size, size, 3)
+    return STICKERS.examples(per_class, size, seed)
