@@ -54,7 +54,7 @@ def prepare_sets(out: str, size: int) -> tuple[str, str]:
 def train_judge(sticker_dir: str, emoji_dir: str, args) -> tuple[object, dict]:
     train_set = sticker_judge_set(sticker_dir, emoji_dir, args.size, ("train", "validation"), other=args.other)
     test_set = sticker_judge_set(sticker_dir, emoji_dir, args.size, ("test",), other=40)
-    settings = clf.ClassifierTrainConfig(image_size=args.judge_size or args.size, weights="none",
+    settings = clf.ClassifierTrainConfig(image_size=args.judge_size, weights="none",
                                          epochs=args.judge_epochs, batch_size=args.judge_batch_size,
                                          val_fraction=0.0, patience=args.judge_epochs, seed=args.seed)
     start = time.perf_counter()
@@ -87,20 +87,20 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output folder; a judge already in OUT/judge is reused")
     parser.add_argument("--model", default="kerasemote-tiny")
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--per-emotion", type=int, default=8, help="training stickers per emotion")
+    parser.add_argument("--per-emotion", type=int, default=16, help="training stickers per emotion")
     parser.add_argument("--steps", type=int, default=300, help="textual-inversion steps")
     parser.add_argument("--ti-from", help="load the tokens from this earlier run's ti folder instead of training them")
     parser.add_argument("--init", default="broccoli",
                         help="the tokens' starting word; 'emotion': each its emotion's word (happy, sad, angry, love)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
-    parser.add_argument("--lora-steps", type=int, default=300, help="0: no LoRA rows")
-    parser.add_argument("--lora-rank", type=int, default=8)
+    parser.add_argument("--lora-steps", type=int, default=1000, help="0: no LoRA rows")
+    parser.add_argument("--lora-rank", type=int, default=16)
     parser.add_argument("--lora-learning-rate", type=float, default=1e-3)
-    parser.add_argument("--judge-epochs", type=int, default=15)
-    parser.add_argument("--judge-size", type=int, default=None, help="the judge's input side (default --size)")
+    parser.add_argument("--judge-epochs", type=int, default=12)
+    parser.add_argument("--judge-size", type=int, default=32, help="the judge's input side")
     parser.add_argument("--judge-batch-size", type=int, default=64)
-    parser.add_argument("--lora-batch-size", type=int, default=None, help="default --batch-size")
+    parser.add_argument("--lora-batch-size", type=int, default=4)
     parser.add_argument("--other", type=int, default=300, help="'other' emoji in the judge's training set")
     parser.add_argument("--n", type=int, default=DemoConfig.num_images, help="generations per row")
     parser.add_argument("--sample-steps", type=int, default=DemoConfig.sample_steps)
@@ -149,7 +149,7 @@ def main() -> None:
         start = time.perf_counter()
         lora_model = load_model(args.model)
         load_embeddings(lora_model, ti_dir)
-        lora_settings = TrainConfig(steps=args.lora_steps, batch_size=args.lora_batch_size or args.batch_size,
+        lora_settings = TrainConfig(steps=args.lora_steps, batch_size=args.lora_batch_size,
                                     learning_rate=args.lora_learning_rate, seed=args.seed, progress=False)
         train(lora_model, LoRA(rank=args.lora_rank, targets=("attention", "convs"), words=dict(STICKER_TOKENS),
                                seed=args.seed), stickers, lora_settings, os.path.join(args.out, "lora"))

@@ -17,8 +17,17 @@ from kerasemote.cli._common import add_config_options, config_from_args
 from kerasemote.data.emotions import EMOTION_PROMPTS
 from kerasemote.demo import (LORA_KIND, DemoConfig, judge_emotion_set, judge_gate_set, other_emoji_rows,
                              open_sources, prompt_rows, sample_grid)
+from kerasemote.demo.stickers import sticker_rows
+
+STICKER_CLASSES = ["happy broccoli", "sad broccoli", "angry broccoli", "in love broccoli", "neutral broccoli"]
 from kerasemote.embeddings import initializer_rows
 from kerasemote.model import StableDiffusion
+
+
+# The sticker job shrunk: 12 drawn images a class, 2 a token, 2 steps, a few judge images, one vendor-judge epoch.
+SMALL_STICKERS = ["--drawn-per-class", "12", "--sticker-per-emotion", "2", "--sticker-steps", "2",
+                  "--sticker-lora-steps", "2", "--judge-stickers", "3", "--judge-drawn-faces", "3",
+                  "--style-judge-epochs", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +41,8 @@ def test_demo_runs_every_stage_and_writes_the_page_and_the_table(tiny_dir, tmp_p
     out = tmp_path / "demo"
     code = main(["demo", "--out", str(out), "--model", tiny_dir, "--sources", "twemoji", "--steps", "2",
                  "--batch-size", "2", "--concept-steps", "3", "--concept-batch-size", "1", "--samples", "2", "--sample-steps", "2", "--num-images", "2",
-                 "--concept-lora-steps", "2", "--classifier-epochs", "1", "--judge-members", "2", "--no-progress"])
+                 "--concept-lora-steps", "2", "--classifier-epochs", "1", "--judge-members", "1", "--no-progress",
+                 *SMALL_STICKERS])
     assert code == 0
 
     summary = json.loads((out / "demo.json").read_text())
@@ -40,7 +50,7 @@ def test_demo_runs_every_stage_and_writes_the_page_and_the_table(tiny_dir, tmp_p
         assert (out / file).is_file() and (out / file).stat().st_size > 0, kind
     for kind in ("samples", "interpolation_grid", "interpolation_gif", "ti_concept_loss", "ti_emotions_loss",
                  "lora_concept", "lora_concept_loss", "classifier_history", "confusion_matrix", "success_json",
-                 "success_csv", "index"):
+                 "success_csv", "index", "ti_stickers_embeddings", "lora_stickers"):
         assert kind in summary["files"], kind
     assert list(summary["timings"]) == ["data", "textual inversion", "lora", "samples", "interpolation", "judge",
                                         "report"]
@@ -65,22 +75,31 @@ def test_demo_runs_every_stage_and_writes_the_page_and_the_table(tiny_dir, tmp_p
     lora = read_lora(str(out / summary["files"]["lora_concept"]))
     assert lora.rank == 8 and lora.targets == ["attention", "convs"] and any("conv" in k for k in lora.layers)
 
-    # One scored row per prompt: four emotion prompts, four tokens, the concept without and with its LoRA.
+    # One scored row each: four emotion prompts, four tokens, the concept without and with its LoRA, the four
+    # sticker rows and the combined row; the style rows need all three vendors (only twemoji here): noted.
     rows = list(csv.DictReader((out / "success_rates.csv").open(encoding="utf-8")))
-    assert [(r["prompt"], r["kind"]) for r in rows] == [(p, k) for p, k, _ in prompt_rows("<broccoli>", lora=True)]
-    assert [r["kind"] for r in rows[-2:]] == ["concept", LORA_KIND]
-    assert all(int(r["num_images"]) == 2 for r in rows)
+    expected = prompt_rows("<broccoli>", lora=True) + sticker_rows()
+    assert [(r["name"], r["prompt"], r["kind"]) for r in rows] == [(e.name, e.prompts[0], e.kind) for e in expected]
+    assert [r["kind"] for r in rows[8:10]] == ["concept", LORA_KIND]
+    assert all(int(r["num_images"]) == 2 and float(r["spread"]) >= 0 for r in rows)
     assert [r["intended"] for r in rows[:4]] == list(EMOTION_PROMPTS)
-    assert [r["intended"] for r in rows[-2:]] == ["broccoli", "broccoli"]
-    assert rows[-1]["emotion_rate"] == "" and all(r["emotion_rate"] for r in rows[:8])
-    assert rows[-1]["folder"] != rows[-2]["folder"] and rows[-1]["folder"].endswith("LoRA")
+    assert [r["intended"] for r in rows[8:10]] == ["broccoli", "broccoli"]
+    assert [r["name"] for r in rows[10:]] == ["happy broccoli", "sad broccoli", "angry broccoli", "in love broccoli",
+                                              "combined happy broccoli"]
+    assert rows[-1]["intended"] == "happy broccoli" and rows[-1]["prompt"] == "a <happy> <broccoli-sticker> sticker"
+    assert rows[9]["emotion_rate"] == "" and all(r["emotion_rate"] for r in rows[:8])
+    assert rows[9]["folder"] != rows[8]["folder"] and rows[9]["folder"].endswith("LoRA")
     scores = json.loads((out / "success_rates.json").read_text())
+    assert list(scores["success_rates"]) == [r["name"] for r in rows]
     assert scores["judge"]["class_names"] == ["angry", "happy", "in love", "sad", "broccoli", "other"]
+    assert scores["judge"]["stickers"]["class_names"] == [*STICKER_CLASSES, "other"]
+    assert {"drawn faces", "stickers"} <= set(scores["judge"]["held_out"]) <= {"real faces", "drawn faces", "stickers"}
+    assert any("style rows are not scored" in note for note in summary["notes"])
     # The judge: a gate and --judge-members emotion networks of as many seeds, saved so that --classifier reloads it.
     from kerasemote.classification import EnsembleClassifier, GatedClassifier, load_classifier
 
-    assert list(scores["judge"]["runs"]) == ["gate", "emotions 1", "emotions 2"]
-    assert [r["seed"] for r in scores["judge"]["runs"].values()] == [0, 0, 1]
+    assert list(scores["judge"]["runs"]) == ["gate", "emotions 1"]  # more members: test_classification_ensemble
+    assert [r["seed"] for r in scores["judge"]["runs"].values()] == [0, 0]
     # The concept token and the emotion tokens train with their own settings.
     concept_run = json.loads((out / "ti" / "broccoli" / "train.json").read_text())["train_config"]
     emotion_run = json.loads((out / "ti" / "emotions" / "train.json").read_text())["train_config"]
@@ -88,13 +107,16 @@ def test_demo_runs_every_stage_and_writes_the_page_and_the_table(tiny_dir, tmp_p
     assert (emotion_run["steps"], emotion_run["batch_size"], emotion_run["learning_rate"]) == (2, 2, None)
     judge = load_classifier(out / "classifier")
     assert isinstance(judge, GatedClassifier) and isinstance(judge.expert, EnsembleClassifier)
-    assert judge.gate.class_names == ["face", "broccoli", "other"] and len(judge.expert.members) == 2
+    assert judge.gate.class_names == ["face", "broccoli", "other"]
+    assert len(judge.expert.members) == 1
     assert judge.class_names == scores["judge"]["class_names"]
+    assert load_classifier(out / "sticker_classifier").class_names == [*STICKER_CLASSES, "other"]
     # A later run reuses that judge instead of training one.
     again = tmp_path / "again"
     assert main(["demo", "--out", str(again), "--model", tiny_dir, "--data", str(out / "data"), "--steps", "1",
                  "--batch-size", "2", "--concept-steps", "1", "--concept-batch-size", "2", "--samples", "1", "--sample-steps", "1", "--num-images", "1",
-                 "--concept-lora-steps", "0", "--classifier", str(out / "classifier"), "--no-progress"]) == 0
+                 "--concept-lora-steps", "0", "--classifier", str(out / "classifier"), "--no-progress",
+                 *SMALL_STICKERS, "--sticker-lora-steps", "0"]) == 0
     reused = json.loads((again / "success_rates.json").read_text())["judge"]
     assert reused["source"] == str(out / "classifier") and "runs" not in reused
     assert reused["class_names"] == scores["judge"]["class_names"] and not (again / "classifier" / "gate").exists()
@@ -266,3 +288,46 @@ def test_a_new_config_field_is_a_new_option_with_its_default_and_help():
     assert parser.parse_args([]).guidance_rescale == 0.7
     assert "rescale of the guided noise (default 0.7)" in " ".join(parser.format_help().split())
     assert config_from_args(Extended, parser.parse_args(["--guidance-rescale", "0.25"])).guidance_rescale == 0.25
+
+
+class _PromptModel:
+    """Draws each prompt's images in a grey level of its own and records what it was asked."""
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, prompt, num_images, seed, progress, **kwargs):
+        self.calls.append((prompt, num_images, seed))
+        return np.full((num_images, 4, 4, 3), 10 * len(self.calls), np.uint8)
+
+
+def test_a_row_of_several_prompts_splits_its_images_evenly_over_them():
+    from kerasemote.demo.scoring import generate_row
+    from kerasemote.demo.spec import Row
+
+    model = _PromptModel()
+    row = Row("style <s0>", ("a emoji in <s0> style", "b emoji in <s0> style", "c emoji in <s0> style"), "style",
+              "noto", judge="style")
+    images = generate_row(model, row, DemoConfig(num_images=8), seed=5)
+    assert [(p, n) for p, n, _ in model.calls] == [(row.prompts[0], 3), (row.prompts[1], 2), (row.prompts[2], 3)]
+    assert [s for _, _, s in model.calls] == [5, 105, 205] and images.shape == (8, 4, 4, 3)
+
+
+def test_style_rows_ask_every_vendor_token_for_the_same_names_and_use_the_vendor_judge():
+    from kerasemote.demo.styles import ROW_NAMES, STYLE_TOKENS, style_rows
+
+    rows = style_rows()
+    assert [r.name for r in rows] == ["style <s0>", "style <s1>", "style <s2>"]
+    assert [r.intended for r in rows] == [v for v, _ in sorted(STYLE_TOKENS.items(), key=lambda kv: kv[1])]
+    assert all(r.judge == "style" and len(r.prompts) == len(ROW_NAMES) == 8 for r in rows)
+    assert rows[1].prompts[0] == f"{ROW_NAMES[0]} emoji in <s1> style"
+
+
+def test_a_row_without_its_judge_is_noted_and_not_scored():
+    from kerasemote.demo.scoring import score_prompts
+    from kerasemote.demo.styles import style_rows
+
+    notes = []
+    scores = score_prompts(_PromptModel(), {}, style_rows()[:1], DemoConfig(num_images=2, progress=False), "unused",
+                           notes, log=lambda message: None)
+    assert scores == [] and notes == ["'style <s0>' not scored: no style judge"]

@@ -19,7 +19,7 @@ ROOT = Path(__file__).parent.parent
 CLI_MD = ROOT / "docs" / "cli.md"
 HISTORY = ROOT / "docs" / "history.md"
 CARDS = [ROOT / "README.md", ROOT / "weights" / "README.md", ROOT / "classification" / "README.md",
-         ROOT / "dataset" / "README.md"]
+         ROOT / "dataset" / "README.md", *sorted((ROOT / "dataset").glob("*/README.md"))]
 PAGES = sorted((ROOT / "docs").glob("*.md"))
 ALL_DOCS = CARDS + PAGES
 WRITTEN_DOCS = [p for p in ALL_DOCS if p != CLI_MD]  # hand-written: cli.md is generated

@@ -6,6 +6,7 @@ import argparse
 import itertools
 import time
 
+from kerasemote.data.sources import SOURCE_NAMES
 from kerasemote.data.sources.drawn import DEFAULT_PER_CLASS
 
 
@@ -20,7 +21,8 @@ def register(subparsers) -> None:
         "prepare",
         help="write images, captions, labels, split and style tokens",
         description=(
-            "Write a prepared directory from packaged emoji sets (twemoji, openmoji, noto; offline), "
+            "Write a prepared directory from packaged emoji sets (twemoji, openmoji, noto; offline; noto-sample: "
+            "the Noto images the demo needs, shipped with kerasemote, no font needed), "
             "drawn broccoli stickers and emoji faces with emotions (broccoli-stickers, emotion-faces; seeded) "
             "or local files (kaggle full_emoji.csv or its folder, valhalla parquet, russian marking.csv, "
             "a folder of your images). Several sources are mixed with commas: --source twemoji,openmoji,noto "
@@ -28,8 +30,7 @@ def register(subparsers) -> None:
         ),
     )
     p.add_argument("--source", required=True, action="append",
-                   help="twemoji, openmoji, noto, broccoli-stickers, emotion-faces, kaggle, valhalla, russian "
-                        "or folder; comma-separate to mix")
+                   help=f"{', '.join(SOURCE_NAMES)}; comma-separate to mix")
     p.add_argument("path", nargs="?", help="file or folder of a kaggle/valhalla/russian/folder source")
     p.add_argument("--out", required=True, help="prepared directory to write")
     p.add_argument("--vendors", nargs="+", help="kaggle vendor columns to keep (default all)")

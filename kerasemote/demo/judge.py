@@ -17,19 +17,37 @@ from kerasemote.demo.result import DemoResult
 from kerasemote.demo.sets import count_names, is_concept
 from kerasemote.demo.spec import FACE_CLASS, OTHER_CLASS, DemoConfig, concept_slug
 
+# Images per step of every judge network: small images and few layers per image make a step cheap, and
+# 64 a step run about three times as many images a second as 16 on a 2-core CPU.
+JUDGE_BATCH_SIZE = 64
 
-def judge_emotion_set(data_dir: str, size: int, splits: Sequence[str]):
-    """The four-emotion faces of ``splits``: what each emotion judge learns (classes in sorted order)."""
+
+def judge_emotion_set(data_dir: str, size: int, splits: Sequence[str],
+                      drawn: Sequence[tuple[str, str]] = ()):
+    """The four-emotion faces of ``splits``, and the ``drawn`` (file, label) faces: what each emotion
+    judge learns (classes in sorted order)."""
     from kerasemote.data import read_metadata
 
     rows = [r for r in read_metadata(data_dir) if r.get("label") in EMOTION_PROMPTS and r.get("split") in splits]
     classes = sorted(EMOTION_PROMPTS)
-    return _labelled([os.path.join(data_dir, r["file"]) for r in rows], [classes.index(r["label"]) for r in rows],
-                     classes, size)
+    faces = [(os.path.join(data_dir, r["file"]), r["label"]) for r in rows] + list(drawn)
+    return _labelled([f for f, _ in faces], [classes.index(label) for _, label in faces], classes, size)
+
+
+def labelled_rows(data_dir: str, splits: Sequence[str], per_class: int | None,
+                  labels: Sequence[str]) -> list[tuple[str, str]]:
+    """(file, label) of the first ``per_class`` rows of each of ``labels`` in ``splits`` of a prepared
+    directory (a drawn set: emotion-faces, broccoli-stickers); ``None``: all of them."""
+    from kerasemote.data import read_metadata
+
+    rows = [r for r in read_metadata(data_dir) if r.get("split") in splits]
+    return [(os.path.join(data_dir, r["file"]), label) for label in labels
+            for r in [r for r in rows if r.get("label") == label][:per_class]]
 
 
 def judge_gate_set(data_dir: str, concept_set, concept: str, size: int, splits: Sequence[str],
-                   faces: int | None = None, other: int = 0, seed: int = 0):
+                   faces: int | None = None, other: int = 0, seed: int = 0,
+                   drawn_faces: Sequence[str] = ()):
     """What the gate learns: ``face``, the concept, and (with ``other`` > 0) ``other``.
 
     ``face`` holds the four-emotion faces of ``splits`` (``faces``: a seeded draw of that many,
@@ -37,6 +55,7 @@ def judge_gate_set(data_dir: str, concept_set, concept: str, size: int, splits: 
     class (the concept's slug, ``broccoli``) all of its images; ``other`` that many images of
     the other emoji of ``splits`` (no face, not the concept), so that a generation that is
     neither has a class of its own instead of landing on the nearer of the two.
+    ``drawn_faces`` (files) join the ``face`` class.
     """
     from kerasemote.data import read_metadata
 
@@ -50,14 +69,16 @@ def judge_gate_set(data_dir: str, concept_set, concept: str, size: int, splits: 
     # faces=None keeps them all.
     picked = sorted([g[k] for k in range(max(map(len, groups))) for g in groups if k < len(g)][:faces])
     classes = [FACE_CLASS, concept_slug(concept)]
-    files = [os.path.join(data_dir, face_rows[i]["file"]) for i in picked] + list(concept_set.files)
-    labels = [0] * len(picked) + [1] * len(concept_set)
+    files = [os.path.join(data_dir, face_rows[i]["file"]) for i in picked] + list(drawn_faces)
+    labels = [0] * len(files)
+    files += list(concept_set.files)
+    labels += [1] * len(concept_set)
     pool = other_emoji_rows(metadata, concept, concept_set.files, splits) if other else []
     if pool:  # no class without an image
         drawn = rng.choice(len(pool), size=min(other, len(pool)), replace=False)
         classes.append(OTHER_CLASS)
         files += [os.path.join(data_dir, pool[i]["file"]) for i in sorted(drawn)]
-        labels += [2] * len(drawn)
+        labels += [len(classes) - 1] * len(drawn)
     return _labelled(files, labels, classes, size)
 
 
@@ -97,10 +118,11 @@ def held_out_faces(data_dir: str, class_names: Sequence[str], size: int):
 
 
 def judge_for_run(data_dir: str, concept_set, out_dir: str, config: DemoConfig, result: DemoResult,
-                  log: Callable[[str], None]):
+                  log: Callable[[str], None], faces_dir: str | None = None):
     """The run's judge: ``config.classifier`` loaded, or one trained into ``out_dir/classifier``.
 
-    Either way it is evaluated on the held-out faces; ``result`` records what was done.
+    Either way it is evaluated on the held-out faces (real, and drawn from ``faces_dir``);
+    ``result`` records what was done.
     """
     from kerasemote import classification as clf
 
@@ -110,15 +132,35 @@ def judge_for_run(data_dir: str, concept_set, out_dir: str, config: DemoConfig, 
         result.judge.update(source=config.classifier)
     else:
         judge_dir = os.path.join(out_dir, "classifier")
-        classifier = train_judge(data_dir, concept_set, judge_dir, config, result.judge, log)
+        classifier = train_judge(data_dir, concept_set, judge_dir, config, result.judge, log, faces_dir)
         result.files["classifier_history"] = os.path.relpath(os.path.join(judge_dir, "history.png"), out_dir)
     result.judge["class_names"] = list(classifier.class_names)
     _evaluate_judge(classifier, data_dir, out_dir, result, log)
+    if faces_dir and all(label in classifier.class_names for label in EMOTION_PROMPTS):
+        pairs = labelled_rows(faces_dir, ("test",), None, list(EMOTION_PROMPTS))
+        evaluate_held_out(classifier, pairs, "drawn faces", out_dir, result, log)
     return classifier
 
 
+def evaluate_held_out(classifier, pairs: Sequence[tuple[str, str]], name: str, out_dir: str, result: DemoResult,
+                      log: Callable[[str], None]) -> None:
+    """Evaluate ``classifier`` on (file, class) pairs held out of its training; record it as
+    ``result.judge["held_out"][name]`` (accuracy, images per class) and write the confusion matrix to
+    ``out_dir/classifier/evaluation/<name>/``."""
+    from kerasemote import classification as clf
+
+    classes = list(classifier.class_names)
+    test = _labelled([f for f, _ in pairs], [classes.index(c) for _, c in pairs], classes, classifier.image_size)
+    folder = os.path.join(out_dir, "classifier", "evaluation", name.replace(" ", "-"))
+    report = clf.evaluate_and_write(classifier, test, folder)
+    counts = count_names([c for _, c in pairs])
+    result.judge.setdefault("held_out", {})[name] = {"images": len(pairs), "accuracy": report.accuracy,
+                                                     "classes": counts}
+    log(f"  judge accuracy on {len(pairs)} held-out {name} {counts}: {report.accuracy:.1%}")
+
+
 def train_judge(data_dir: str, concept_set, judge_dir: str, config: DemoConfig, facts: dict | None = None,
-                log: Callable[[str], None] = print):
+                log: Callable[[str], None] = print, faces_dir: str | None = None):
     """Train the demo's judge from scratch and save it to ``judge_dir`` (``--classifier`` reloads it).
 
     The judge is a ResNet-50 gate (face / the concept / other) whose ``face`` class is split by
@@ -126,6 +168,9 @@ def train_judge(data_dir: str, concept_set, judge_dir: str, config: DemoConfig, 
     own seed, their probabilities averaged: P(angry) = P(face) * mean P(angry | face). One
     network for all six classes and one seed was unsteady: five trainings scored the same
     plainly angry faces 28 to 69 % "angry" (docs/classifier.md).
+
+    ``faces_dir`` (a prepared emotion-faces set) adds ``config.judge_drawn_faces`` drawn faces of
+    each emotion to the face class and to the emotion networks.
 
     Args:
         facts: filled with what was trained (runs, images, epochs, seconds).
@@ -138,9 +183,11 @@ def train_judge(data_dir: str, concept_set, judge_dir: str, config: DemoConfig, 
 
     facts = {} if facts is None else facts
     splits = ("train", "validation")
-    emotions = judge_emotion_set(data_dir, config.size, splits)
-    gate_set = judge_gate_set(data_dir, concept_set, config.concept, config.size, splits, faces=config.judge_faces,
-                              other=config.judge_other, seed=config.seed)
+    drawn = labelled_rows(faces_dir, splits, config.judge_drawn_faces, list(EMOTION_PROMPTS)) if faces_dir else []
+    emotions = judge_emotion_set(data_dir, config.judge_size, splits, drawn)
+    gate_set = judge_gate_set(data_dir, concept_set, config.concept, config.judge_size, splits,
+                              faces=config.judge_faces, other=config.judge_other, seed=config.seed,
+                              drawn_faces=[f for f, _ in drawn])
     runs = [("gate", gate_set, config.seed)]
     runs += [(f"emotions {i + 1}", emotions, config.seed + i) for i in range(config.judge_members)]
     trained, histories, facts["runs"] = {}, {}, {}
@@ -148,7 +195,8 @@ def train_judge(data_dir: str, concept_set, judge_dir: str, config: DemoConfig, 
         counts = count_names([data.class_names[i] for i in data.labels])
         log(f"  judge {r + 1}/{len(runs)}, {name}: ResNet-50 from scratch, {len(data.labels)} images {counts}, "
             f"{config.classifier_epochs} epochs, seed {seed}")
-        settings = clf.ClassifierTrainConfig(image_size=config.size, weights="none", epochs=config.classifier_epochs,
+        settings = clf.ClassifierTrainConfig(image_size=config.judge_size, weights="none",
+                                             epochs=config.classifier_epochs, batch_size=JUDGE_BATCH_SIZE,
                                              patience=config.classifier_epochs, val_fraction=0.0, seed=seed)
         started = time.perf_counter()
         bar = _epoch_bar(f"judge {r + 1}/{len(runs)}", config.classifier_epochs, config.progress)
@@ -202,6 +250,8 @@ def _evaluate_judge(classifier, data_dir: str, out_dir: str, result: DemoResult,
     # The split keeps every vendor of an emoji together, so few faces (not every class) are held out.
     result.judge.update(test_images=len(test.labels), test_accuracy=report.accuracy,
                         test_classes=count_names([test.class_names[i] for i in test.labels]))
+    result.judge.setdefault("held_out", {})["real faces"] = {"images": len(test.labels), "accuracy": report.accuracy,
+                                                             "classes": result.judge["test_classes"]}
     result.files["confusion_matrix"] = os.path.relpath(os.path.join(folder, "confusion_matrix.png"), out_dir)
     result.files["misclassified"] = os.path.relpath(os.path.join(folder, "misclassified.png"), out_dir)
     log(f"  judge accuracy on {len(test.labels)} held-out real faces {result.judge['test_classes']}: "

@@ -9,7 +9,7 @@ from PIL import Image
 
 from kerasemote.data.emotions import EMOTION_TOKENS, EMOTION_WORDS
 from kerasemote.demo.result import DemoResult
-from kerasemote.demo.spec import CONCEPT_LORA_TARGETS, row_label
+from kerasemote.demo.spec import BODY_TOKEN, CONCEPT_LORA_TARGETS, row_label
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
@@ -103,6 +103,21 @@ class _Page:
             f"{_e(self.result.files.get('ti_concept_embeddings', ''))} --lora {_e(self.result.files['lora_concept'])}"
             "</code>.</p>",
             self._figure("lora_concept_loss", "LoRA loss"),
+            self._sticker_lora(),
+        ])
+
+    def _sticker_lora(self) -> str:
+        c = self.result.config
+        if "lora_stickers" not in self.result.files:
+            return "<p class=note>Sticker LoRA skipped (<code>--sticker-lora-steps 0</code>).</p>"
+        return "\n".join([
+            f"<p>Broccoli stickers: <code>&lt;happy-broccoli&gt;</code> ... <code>&lt;in-love-broccoli&gt;</code> "
+            f"and the faceless body <code>{_e(BODY_TOKEN)}</code>, learned at once by textual inversion from "
+            f"{c.sticker_per_emotion} drawn stickers each ({self._link('ti_stickers_embeddings')}), then rank-"
+            f"{c.sticker_lora_rank} adapters on top, {c.sticker_lora_steps} steps of {c.sticker_lora_batch_size} "
+            f"({self._link('lora_stickers')}). The same model draws the combined row: <code>&lt;happy&gt;</code> "
+            f"(the emoji face token) beside <code>{_e(BODY_TOKEN)}</code>.</p>",
+            self._figure("lora_stickers_loss", "sticker LoRA loss"),
         ])
 
     def _samples(self) -> str:
@@ -111,7 +126,7 @@ class _Page:
             "<h2>4. Samples</h2>",
             f"<p>One row per prompt, one column per seed ({c.seed} to {c.seed + c.samples - 1}); each column "
             "starts from the same noise.</p>",
-            self._figure("samples", "emotion prompts, emotion tokens and the concept (with its LoRA)", scale=3),
+            self._figure("samples", "every scored row's first prompt", scale=3),
         ])
 
     def _interpolation(self) -> str:
@@ -149,32 +164,47 @@ class _Page:
             about,
             self._figure("classifier_history", "judge training"), self._figure("confusion_matrix", "held-out faces"),
             self._figure("misclassified", "held-out faces it got wrong"),
+            self._held_out(),
             self._table(),
             f"<p>Also as {self._link('success_json')} and {self._link('success_csv')}.</p>",
             self._generations(),
         ])
 
+    def _held_out(self) -> str:
+        held_out = self.result.judge.get("held_out", {})
+        if not held_out:
+            return ""
+        rows = "".join(f"<tr><td>{_e(name)}</td><td class=num>{h['images']}</td><td>{_e(_counts_text(h['classes']))}"
+                       f"</td><td class=num>{h['accuracy']:.1%}</td></tr>" for name, h in held_out.items())
+        return ("<p>The judges on images they never trained on (the drawn sets' test splits, the vendor judge's "
+                "held-out names):</p><table><tr><th>held-out set</th><th>images</th><th>per class</th>"
+                f"<th>accuracy</th></tr>{rows}</table>")
+
     def _table(self) -> str:
-        head = ("<tr><th>prompt</th><th>kind</th><th>intended</th><th>images</th><th>success</th>"
-                "<th>among emotions</th><th>mean p</th><th>predicted</th></tr>")
+        head = ("<tr><th>row</th><th>kind</th><th>intended</th><th>images</th><th>success</th>"
+                "<th>among emotions</th><th>mean p</th><th>spread</th><th>predicted</th></tr>")
         rows = []
         for s in self.result.scores:
             among = "-" if s.emotion_rate is None else f"{s.emotion_rate:.1%}"
+            spread = "-" if s.spread is None else f"{s.spread:.1f}"
             predicted = ", ".join(f"{k} {v}" for k, v in sorted(s.predicted.items(), key=lambda kv: -kv[1]))
             rows.append(
-                f"<tr><td><a href=\"{_e(s.folder)}/grid.png\">{_e(s.prompt)}</a></td><td>{s.kind}</td>"
-                f"<td>{_e(s.intended)}</td><td class=num>{s.num_images}</td><td class=num>{s.success_rate:.1%}</td>"
-                f"<td class=num>{among}</td><td class=num>{s.mean_confidence:.3f}</td><td>{_e(predicted)}</td></tr>"
+                f"<tr><td><a href=\"{_e(s.folder)}/grid.png\" title=\"{_e(s.prompt)}\">{_e(s.name or s.prompt)}</a>"
+                f"</td><td>{s.kind}</td><td>{_e(s.intended)}</td><td class=num>{s.num_images}</td>"
+                f"<td class=num>{s.success_rate:.1%}</td><td class=num>{among}</td>"
+                f"<td class=num>{s.mean_confidence:.3f}</td><td class=num>{spread}</td><td>{_e(predicted)}</td></tr>"
             )
         chance = 1 / max(1, len(self.result.judge.get("class_names", [])))
         return (f"<table>{head}{''.join(rows)}</table><p><i>success</i>: the judge's top class is the intended "
                 f"one (chance {chance:.0%}); <i>among emotions</i>: the top class among the four emotions is the "
-                "intended one (chance 25 %).</p>")
+                "intended one (chance 25 %); <i>spread</i>: the mean per-pixel standard deviation across the row's "
+                "images in uint8 levels (near 0 when a row repeats one image). Style rows are judged by the vendor "
+                "judge (chance 33 %).</p>")
 
     def _generations(self) -> str:
         figures = "".join(
             f'<figure><img class=px src="{_e(s.folder)}/grid.png" alt="">'
-            f"<figcaption>{_e(row_label(s.prompt, s.kind))}</figcaption></figure>" for s in self.result.scores
+            f"<figcaption>{_e(s.name or row_label(s.prompt, s.kind))}</figcaption></figure>" for s in self.result.scores
         )
         return f"<details><summary>Every scored image</summary>{figures}</details>" if figures else ""
 

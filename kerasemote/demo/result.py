@@ -29,6 +29,9 @@ class PromptScore:
         mean_confidence: mean probability of ``intended``.
         predicted: top class -> image count.
         folder: where the images, their grid and predictions are (relative to the output).
+        name: the row's name in tables (``"happy broccoli"``, ``"style <s0>"``...).
+        spread: mean over pixels of the standard deviation across the row's images, in uint8
+            levels (near 0 when the row repeats one image).
     """
 
     prompt: str
@@ -40,6 +43,8 @@ class PromptScore:
     mean_confidence: float
     predicted: dict[str, int]
     folder: str
+    name: str = ""
+    spread: float | None = None
 
 
 @dataclass
@@ -86,15 +91,18 @@ class DemoResult:
 
 
 def format_scores(scores: Sequence[PromptScore]) -> str:
-    """Plain-text success-rate table: one row per prompt."""
-    names = [row_label(s.prompt, s.kind) for s in scores]
-    width = max([len("prompt")] + [len(name) for name in names])
-    lines = [f"{'prompt':<{width}}  {'intended':<9} {'n':>4}  success  among emotions  mean p  predicted"]
+    """Plain-text success-rate table: one row per scored row."""
+    names = [s.name or row_label(s.prompt, s.kind) for s in scores]
+    width = max([len("row")] + [len(name) for name in names])
+    intended = max([len("intended")] + [len(s.intended) for s in scores])
+    lines = [f"{'row':<{width}}  {'intended':<{intended}} {'n':>4}  success  among emotions  mean p  spread  "
+             "predicted"]
     for name, s in zip(names, scores):
         among = f"{s.emotion_rate:14.1%}" if s.emotion_rate is not None else f"{'-':>14}"
+        spread = f"{s.spread:6.1f}" if s.spread is not None else f"{'-':>6}"
         predicted = ", ".join(f"{k} {v}" for k, v in sorted(s.predicted.items(), key=lambda kv: -kv[1]))
-        lines.append(f"{name:<{width}}  {s.intended:<9} {s.num_images:4d}  {s.success_rate:7.1%}  "
-                     f"{among}  {s.mean_confidence:6.3f}  {predicted}")
+        lines.append(f"{name:<{width}}  {s.intended:<{intended}} {s.num_images:4d}  {s.success_rate:7.1%}  "
+                     f"{among}  {s.mean_confidence:6.3f}  {spread}  {predicted}")
     lines.append("success: top class among every judge class; among emotions: top class among the four "
                  "emotions (chance 25 %)")
     return "\n".join(lines)
@@ -104,19 +112,20 @@ def scores_csv(scores: Sequence[PromptScore]) -> str:
     """The rows of ``success_rates.csv`` (header first) as one string."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["prompt", "kind", "intended", "num_images", "success_rate", "emotion_rate",
-                     "mean_confidence", "predicted", "folder"])
+    writer.writerow(["name", "prompt", "kind", "intended", "num_images", "success_rate", "emotion_rate",
+                     "mean_confidence", "spread", "predicted", "folder"])
     for s in scores:
-        writer.writerow([s.prompt, s.kind, s.intended, s.num_images, f"{s.success_rate:.4f}",
+        writer.writerow([s.name, s.prompt, s.kind, s.intended, s.num_images, f"{s.success_rate:.4f}",
                          "" if s.emotion_rate is None else f"{s.emotion_rate:.4f}", f"{s.mean_confidence:.4f}",
-                         json.dumps(s.predicted), s.folder])
+                         "" if s.spread is None else f"{s.spread:.1f}", json.dumps(s.predicted), s.folder])
     return buffer.getvalue()
 
 
 def write_scores(result: DemoResult, out_dir: str) -> None:
     """Write ``success_rates.json`` and ``success_rates.csv`` into ``out_dir`` and name them in ``result.files``."""
     write_json(os.path.join(out_dir, "success_rates.json"),
-               {"scores": [asdict(s) for s in result.scores], "judge": result.judge,
+               {"success_rates": {s.name or row_label(s.prompt, s.kind): s.success_rate for s in result.scores},
+                "scores": [asdict(s) for s in result.scores], "judge": result.judge,
                 "chance": {"among_emotions": 0.25, "success": 1 / max(1, len(result.judge["class_names"]))}})
     with open(os.path.join(out_dir, "success_rates.csv"), "w", encoding="utf-8", newline="") as f:
         f.write(scores_csv(result.scores))

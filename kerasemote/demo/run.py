@@ -2,20 +2,25 @@
 
 Stages (each timed; ``OUT`` is the output folder):
 
-1. data: the packaged emoji sets at 64 px -> ``OUT/data`` (``kerasemote.data.prepare``).
+1. data: the packaged emoji sets at 64 px -> ``OUT/data`` (``kerasemote.data.prepare``), and the drawn
+   broccoli-stickers and emotion-faces sets -> ``OUT/stickers``, ``OUT/faces``.
 2. textual inversion: ``<broccoli>`` from the concept's packaged images (one per vendor,
-   at most five) and ``<happy> <sad> <angry> <in-love>`` from the labelled faces ->
+   at most five), ``<happy> <sad> <angry> <in-love>`` from the labelled faces, and the sticker tokens
+   (``<happy-broccoli>``... and the faceless ``<broccoli-sticker>``) from drawn stickers ->
    ``OUT/ti/<run>/embeddings.npz`` (+ one ``.npy`` per token, ``loss.png``).
 3. LoRA: adapters on the UNet learned from the same concept images, on top of the
-   ``<broccoli>`` token, in a second copy of the model -> ``OUT/lora/<concept>/lora.npz``
-   (``concept_lora_steps=0`` skips it). The token alone can only steer what the model already
-   draws; the adapters change how it draws, so the two rows show what each adds.
-4. samples: the four emotion prompts, the four emotion tokens, the concept and the concept
-   with its LoRA, a few seeds each (the same noise down each column) -> ``OUT/samples.png``.
+   ``<broccoli>`` token, in a second copy of the model -> ``OUT/lora/<concept>/lora.npz``; and adapters on
+   top of the sticker tokens in a third copy -> ``OUT/lora/stickers/lora.npz`` (0 steps skips either).
+   The token alone can only steer what the model already draws; the adapters change how it draws.
+4. samples: the first prompt of every row, a few seeds each (the same noise down each column) ->
+   ``OUT/samples.png``.
 5. interpolation: ``<broccoli>`` -> ``<happy>`` in token space -> ``OUT/interpolation/``.
-6. judge: ResNet-50s trained from scratch (a gate: face / the concept / other emoji;
-   ``judge_members`` more on the four emotions' faces, averaged), or a given judge, score N
-   generations per prompt -> ``OUT/classifier/``, ``OUT/success_rates.json`` / ``.csv``.
+6. judges: a content judge (ResNet-50s trained from scratch: a gate, face / the concept / other
+   emoji, and ``judge_members`` networks on the four emotions' real and drawn faces, averaged), a sticker
+   judge and a vendor judge, each checked on held-out images; they score N generations per row (the
+   emotion and concept rows, ``happy broccoli``..., ``combined happy broccoli``, ``style <s0>``...) ->
+   ``OUT/classifier/``, ``OUT/sticker_classifier/``, ``OUT/style_classifier/``,
+   ``OUT/success_rates.json`` / ``.csv``.
 7. report: ``OUT/index.html`` with every figure, the table and the timings.
 
 Example:
@@ -39,8 +44,11 @@ from kerasemote.demo.page import write_page
 from kerasemote.demo.result import DemoResult, write_json, write_scores
 from kerasemote.demo.scoring import sample_grid, score_prompts
 from kerasemote.demo.sets import concept_images, count_names, emotion_images, open_sources
-from kerasemote.demo.spec import (CONCEPT_LORA_TARGETS, LORA_KIND, STAGES, DemoConfig, concept_slug,
-                                  generate_kwargs, prompt_rows)
+from kerasemote.demo.spec import (BODY_TOKEN, COMBINED_KIND, CONCEPT_LORA_TARGETS, LORA_KIND, STAGES,
+                                  STICKER_KIND, DemoConfig, concept_slug, generate_kwargs, prompt_rows)
+from kerasemote.demo.stickers import (NEUTRAL, STICKER_JUDGE, STICKER_TOKENS, sticker_judge_for_run, sticker_rows,
+                                      sticker_set)
+from kerasemote.demo.styles import style_judge_for_run, style_rows
 
 
 def run_demo(out_dir: str, config: DemoConfig = DemoConfig(), log: Callable[[str], None] = print) -> DemoResult:
@@ -67,6 +75,7 @@ def run_demo(out_dir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
 
     with clock.stage("data"):
         data_dir = _data_stage(out_dir, config, result, log)
+        drawn_dirs = _drawn_sets(out_dir, config, result, log)
         concept_set = concept_images(data_dir, config.concept, config.size, config.max_concept_images)
         faces = emotion_images(data_dir, config.size)
         log(f"  concept {config.concept!r}: {len(concept_set)} images ({', '.join(concept_set.concepts)}); "
@@ -78,13 +87,17 @@ def run_demo(out_dir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
     with clock.stage("textual inversion"):
         log(f"  loading {config.model}")
         model = load_model(config.model)
-        _learn_concepts(model, concept_set, faces, out_dir, config, result, log)
+        stickers = sticker_set(drawn_dirs["stickers"], config.sticker_per_emotion, config.size)
+        _learn_concepts(model, concept_set, faces, stickers, out_dir, config, result, log)
 
     models = {"": model}
-    if config.concept_lora_steps:
-        with clock.stage("lora"):
+    with clock.stage("lora"):
+        if config.concept_lora_steps:
             models[LORA_KIND] = _learn_concept_lora(concept_set, out_dir, config, result, log)
-    rows = prompt_rows(config.concept_token, lora=LORA_KIND in models)
+        if config.sticker_lora_steps:
+            models[STICKER_KIND] = models[COMBINED_KIND] = _learn_sticker_lora(stickers, out_dir, config, result,
+                                                                                log)
+    rows = prompt_rows(config.concept_token, lora=LORA_KIND in models) + sticker_rows() + style_rows()
     with clock.stage("samples"):
         path = sample_grid(models, rows, config, os.path.join(out_dir, "samples.png"))
         result.files["samples"] = os.path.relpath(path, out_dir)
@@ -96,8 +109,14 @@ def run_demo(out_dir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
             result.files["interpolation_gif"] = os.path.relpath(sweep.gif, out_dir)
 
     with clock.stage("judge"):
-        classifier = judge_for_run(data_dir, concept_set, out_dir, config, result, log)
-        result.scores = score_prompts(models, classifier, rows, config, out_dir, result.notes, log)
+        judges = {"content": judge_for_run(data_dir, concept_set, out_dir, config, result, log,
+                                           faces_dir=drawn_dirs["faces"]),
+                  STICKER_JUDGE: sticker_judge_for_run(drawn_dirs["stickers"], data_dir, out_dir, config, result,
+                                                       log)}
+        style_judge = style_judge_for_run(data_dir, out_dir, config, result, log)
+        if style_judge is not None:
+            judges["style"] = style_judge
+        result.scores = score_prompts(models, judges, rows, config, out_dir, result.notes, log)
         write_scores(result, out_dir)
         log(result.format_table())
 
@@ -152,10 +171,29 @@ def _data_stage(out_dir: str, config: DemoConfig, result: DemoResult, log) -> st
     return data_dir
 
 
+def _drawn_sets(out_dir: str, config: DemoConfig, result: DemoResult, log) -> dict[str, str]:
+    """The broccoli-stickers and emotion-faces sets, drawn at ``config.size`` into ``out_dir/stickers`` and
+    ``out_dir/faces`` (seed ``config.seed``): the sticker job's images and the judge's sticker and drawn-face
+    classes, each with a held-out test split."""
+    from kerasemote import data as emoji_data
+
+    folders = {}
+    for key, source in (("stickers", "broccoli-stickers"), ("faces", "emotion-faces")):
+        folder = os.path.join(out_dir, key)
+        records = emoji_data.source_records(source, render_size=config.size, seed=config.seed,
+                                            per_class=config.drawn_per_class)
+        report = emoji_data.prepare(records, folder, size=config.size, overwrite=True, progress=config.progress)
+        log(f"  {source}: {report.written} images drawn into {folder}")
+        result.data[f"{key}_written"] = report.written
+        folders[key] = folder
+    return folders
+
+
 # ---------------------------------------------------------------------- 2. textual inversion
 
 
-def _learn_concepts(model, concept_set, faces, out_dir: str, config: DemoConfig, result: DemoResult, log) -> None:
+def _learn_concepts(model, concept_set, faces, stickers, out_dir: str, config: DemoConfig, result: DemoResult,
+                    log) -> None:
     from kerasemote import images as image_io
     from kerasemote.embeddings import BUNDLE_FILE, norm_summary
     from kerasemote.training import TextualInversion, TrainConfig
@@ -170,6 +208,8 @@ def _learn_concepts(model, concept_set, faces, out_dir: str, config: DemoConfig,
          concept_settings),
         ("emotions", faces, TextualInversion({label: EMOTION_TOKENS[label] for label in faces.concept_names},
                                              init=config.emotion_init or EMOTION_WORDS), emotion_settings),
+        ("stickers", stickers, TextualInversion(_sticker_words(), init="broccoli"),
+         replace(concept_settings, steps=config.sticker_steps)),
     ]
     for name, images, strategy, settings in runs:
         run_dir = os.path.join(out_dir, "ti", concept_slug(config.concept) if name == "concept" else name)
@@ -183,6 +223,11 @@ def _learn_concepts(model, concept_set, faces, out_dir: str, config: DemoConfig,
     strip = image_io.save_grid(concept_set.images, os.path.join(out_dir, "ti", "concept_images.png"),
                                cols=len(concept_set), labels=list(concept_set.concepts))
     result.files["concept_images"] = os.path.relpath(strip, out_dir)
+
+
+def _sticker_words() -> dict[str, str]:
+    """Sticker label -> its token: the four emotions' and the faceless body's."""
+    return {**STICKER_TOKENS, NEUTRAL: BODY_TOKEN}
 
 
 def _as_token_set(concept_set, token: str):
@@ -236,6 +281,34 @@ def _learn_concept_lora(concept_set, out_dir: str, config: DemoConfig, result: D
     _train_run(model, strategy, _as_token_set(concept_set, token), settings, run_dir, out_dir, result,
                "lora_concept", ("lora_concept", LORA_FILE), failed=f"The LoRA of {token}",
                advice="try a lower concept_lora_learning_rate")
+    return model
+
+
+def _learn_sticker_lora(stickers, out_dir: str, config: DemoConfig, result: DemoResult, log):
+    """A model copy with the sticker tokens, the emotion tokens and LoRA adapters trained on the stickers.
+
+    It draws the sticker rows and the combined row (the body token beside the ``<happy>`` face token,
+    which the adapters never saw on a sticker).
+    """
+    from kerasemote.embeddings import load_embeddings
+    from kerasemote.presets import load_model
+    from kerasemote.training import LoRA, TrainConfig
+    from kerasemote.training.lora import LORA_FILE
+
+    model = load_model(config.model)
+    for key in ("ti_stickers_embeddings", "ti_emotions_embeddings"):
+        load_embeddings(model, os.path.join(out_dir, result.files[key]))
+    strategy = LoRA(rank=config.sticker_lora_rank, targets=CONCEPT_LORA_TARGETS, words=_sticker_words(),
+                    seed=config.seed)
+    run_dir = os.path.join(out_dir, "lora", "stickers")
+    log(f"  sticker tokens + LoRA (rank {config.sticker_lora_rank}): {len(stickers)} stickers, "
+        f"{config.sticker_lora_steps} steps of {config.sticker_lora_batch_size} -> {run_dir}")
+    settings = TrainConfig(steps=config.sticker_lora_steps, batch_size=config.sticker_lora_batch_size,
+                           learning_rate=config.sticker_lora_learning_rate, seed=config.seed,
+                           progress=config.progress)
+    _train_run(model, strategy, stickers, settings, run_dir, out_dir, result, "lora_stickers",
+               ("lora_stickers", LORA_FILE), failed="The stickers' LoRA",
+               advice="try a lower sticker_lora_learning_rate")
     return model
 
 

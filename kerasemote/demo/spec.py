@@ -13,13 +13,39 @@ from typing import Any
 from kerasemote.data.emotions import EMOTION_PROMPTS, EMOTION_TOKENS
 
 DEFAULT_MODEL = "kerasemote-tiny"
-DEFAULT_SOURCES = ("twemoji", "openmoji", "noto")
+# Noto from the sample shipped in dataset/noto-emoji: the same images with or without the system font.
+DEFAULT_SOURCES = ("twemoji", "openmoji", "noto-sample")
 OTHER_CLASS = "other"  # the judge's class for generations that are neither an emotion face nor the concept
 FACE_CLASS = "face"  # the judge's gate class of every emotion face, which its emotion members split
 STAGES = ("data", "textual inversion", "lora", "samples", "interpolation", "judge", "report")
 # The concept's adapters: attention and convs (attention alone barely moved the tiny model's shapes).
 CONCEPT_LORA_TARGETS = ("attention", "convs")
 LORA_KIND = "concept+lora"  # the row kind drawn by the model copy that carries the concept's LoRA
+STICKER_KIND = "sticker"  # rows drawn by the model copy that carries the sticker tokens' LoRA
+COMBINED_KIND = "combined"  # the body token and an emotion token in one prompt, drawn by that copy too
+STYLE_KIND = "style"  # "X emoji in <sN> style" rows, judged by the vendor judge
+STICKER_SUFFIX = " broccoli"  # judge class of an emotion's sticker: "happy broccoli"...; "neutral broccoli"
+BODY_TOKEN = "<broccoli-sticker>"  # the sticker without a face, learned beside the four sticker tokens
+
+
+@dataclass(frozen=True)
+class Row:
+    """One scored row of the demo.
+
+    Attributes:
+        name: how tables call it (``"a <happy> emoji"``, ``"happy broccoli"``, ``"style <s0>"``).
+        prompts: what is drawn; the row's images are split evenly over them.
+        kind: which model draws it (``words``, ``token``, ``concept``, ``concept+lora``,
+            ``sticker``, ``combined``, ``style``).
+        intended: the judge class it asks for.
+        judge: ``"content"`` (emotions, stickers, the concept) or ``"style"`` (the vendor judge).
+    """
+
+    name: str
+    prompts: tuple[str, ...]
+    kind: str
+    intended: str
+    judge: str = "content"
 
 
 def concept_slug(concept: str) -> str:
@@ -58,6 +84,13 @@ class DemoConfig:
         concept_lora_steps: steps of the concept's LoRA (on top of its token); 0: no LoRA.
         concept_lora_rank: its rank (alpha = rank).
         concept_lora_learning_rate: its learning rate.
+        drawn_per_class: drawn broccoli stickers and emotion faces of each class; the judge
+            trains on their train split and is checked on their test split.
+        sticker_per_emotion: training stickers of each emotion (and faceless ones) for the
+            sticker tokens and their LoRA.
+        sticker_steps: textual-inversion steps of the sticker tokens.
+        sticker_lora_steps, sticker_lora_batch_size, sticker_lora_rank, sticker_lora_learning_rate:
+            the sticker LoRA; 0 steps: the sticker rows are drawn by the tokens alone.
         samples: seeds per prompt in the sample grid.
         sample_steps: sampler steps of every generated image.
         guidance: classifier-free guidance scale.
@@ -65,6 +98,10 @@ class DemoConfig:
         mix_points: fractions in the interpolation sweep.
         classifier: a trained classifier folder to use instead of training one.
         classifier_epochs: epochs of each of the judge's ResNet-50s (trained from scratch).
+        judge_size: the judges' input side (generations are resized to it).
+        judge_stickers: stickers of each class in the sticker judge.
+        judge_drawn_faces: drawn faces of each emotion beside the real ones in the judge.
+        style_judge_epochs: epochs of the vendor judge.
         judge_members: ResNet-50s trained on the four emotions' faces (one seed each) whose
             averaged probabilities split the gate's ``face`` class; see
             :func:`kerasemote.demo.judge.train_judge`.
@@ -99,6 +136,17 @@ class DemoConfig:
                                         "concept's images on top of its token, drawn as one more row; 0: none")
     concept_lora_rank: int = _opt(8, "their rank")
     concept_lora_learning_rate: float = _opt(2e-3, "their learning rate")
+    drawn_per_class: int = _opt(200, "drawn broccoli stickers and emotion faces of each class (the sticker job's "
+                                     "images and the judge's); 200 leave at least 20 of each class held out")
+    sticker_per_emotion: int = _opt(16, "training stickers per emotion (and faceless ones for the body token), from "
+                                        "the broccoli-stickers set's train split")
+    sticker_steps: int = _opt(300, "textual-inversion steps of the sticker tokens (batch --concept-batch-size, "
+                                   "learning rate --concept-learning-rate)")
+    sticker_lora_steps: int = _opt(1000, "steps of LoRA adapters (UNet attention and convs) on top of the sticker "
+                                         "tokens; 0: the sticker rows are drawn by the tokens alone")
+    sticker_lora_batch_size: int = _opt(4, "their batch size")
+    sticker_lora_rank: int = _opt(16, "their rank")
+    sticker_lora_learning_rate: float = _opt(1e-3, "their learning rate")
     samples: int = _opt(4, "seeds per prompt in the sample grid")
     sample_steps: int = _opt(25, "sampler steps of every image")
     guidance: float = _opt(7.0, "guidance scale")
@@ -106,7 +154,13 @@ class DemoConfig:
     mix_points: int = _opt(5, "fractions in the interpolation sweep", option=False)
     classifier: str | None = _opt(None, "a judge folder to use instead of training one: OUT/classifier of an "
                                         "earlier demo, or one written by kerasemote classify train")
-    classifier_epochs: int = _opt(30, "epochs of each of the judge's ResNet-50s")
+    classifier_epochs: int = _opt(12, "epochs of each of the judge's ResNet-50s")
+    judge_size: int = _opt(32, "the judges' input side in pixels (generations are resized to it)")
+    judge_stickers: int = _opt(120, "stickers of each class in the sticker judge (the rest of the train split "
+                                    "is not used)")
+    judge_drawn_faces: int = _opt(60, "drawn faces (the emotion-faces set) of each emotion beside the real faces in "
+                                      "the judge")
+    style_judge_epochs: int = _opt(15, "epochs of the vendor judge, a ResNet-50 on the style judge's names")
     judge_members: int = _opt(2, "ResNet-50s trained on the four emotions' faces, one seed each, whose averaged "
                                  "probabilities say which emotion a face shows")
     judge_faces: int | None = _opt(None, "emotion faces in the gate's 'face' class, drawn evenly over the "
@@ -136,6 +190,15 @@ class DemoConfig:
             (self.judge_members >= 1, "judge_members must be >= 1"),
             (self.judge_faces is None or self.judge_faces >= 1, "judge_faces must be >= 1 (or None: all)"),
             (self.judge_other >= 0, "judge_other must be >= 0"),
+            (self.sticker_per_emotion >= 1 and self.sticker_steps >= 1, "sticker_per_emotion and sticker_steps must "
+             "be >= 1"),
+            (self.drawn_per_class >= self.sticker_per_emotion, "drawn_per_class must be >= sticker_per_emotion"),
+            (self.sticker_lora_steps >= 0 and self.sticker_lora_batch_size >= 1 and self.sticker_lora_rank >= 1
+             and self.sticker_lora_learning_rate > 0, "the sticker LoRA's steps must be >= 0, its batch size and "
+             "rank >= 1 and its learning rate positive"),
+            (self.judge_size >= 32 and self.judge_stickers >= 1 and self.judge_drawn_faces >= 0,
+             "judge_size must be >= 32, judge_stickers >= 1 and judge_drawn_faces >= 0"),
+            (self.style_judge_epochs >= 1, "style_judge_epochs must be >= 1"),
             (concept_slug(self.concept) not in EMOTION_PROMPTS and concept_slug(self.concept) != FACE_CLASS,
              f"the concept may not be called {FACE_CLASS!r} or an emotion: the judge has those classes"),
             (not self.judge_other or concept_slug(self.concept) != OTHER_CLASS,
@@ -156,17 +219,20 @@ def generate_kwargs(config: DemoConfig) -> dict:
     return dict(steps=config.sample_steps, guidance=config.guidance)
 
 
-def prompt_rows(concept_token: str, lora: bool = False) -> list[tuple[str, str, str]]:
-    """(prompt, kind, intended class) of every prompt the demo draws and scores.
+def prompt_rows(concept_token: str, lora: bool = False) -> list[Row]:
+    """The emotion and concept rows: the four emotions in words, the four emotion tokens, the concept.
 
     With ``lora`` the concept's prompt comes twice: kind ``concept`` (the token alone) and
-    ``concept+lora`` (drawn by the model that also carries the concept's adapters).
+    ``concept+lora`` (drawn by the model that also carries the concept's adapters). The sticker
+    rows (:func:`kerasemote.demo.stickers.sticker_rows`) and the style rows
+    (:func:`kerasemote.demo.styles.style_rows`) come after these.
     """
-    rows = [(prompt, "words", label) for label, prompt in EMOTION_PROMPTS.items()]
-    rows += [(f"a {token} emoji", "token", label) for label, token in EMOTION_TOKENS.items()]
-    rows.append((f"a {concept_token} emoji", "concept", concept_slug(concept_token)))
+    rows = [Row(prompt, (prompt,), "words", label) for label, prompt in EMOTION_PROMPTS.items()]
+    rows += [Row(f"a {token} emoji", (f"a {token} emoji",), "token", label) for label, token in EMOTION_TOKENS.items()]
+    concept = f"a {concept_token} emoji"
+    rows.append(Row(concept, (concept,), "concept", concept_slug(concept_token)))
     if lora:
-        rows.append((f"a {concept_token} emoji", LORA_KIND, concept_slug(concept_token)))
+        rows.append(Row(row_label(concept, LORA_KIND), (concept,), LORA_KIND, concept_slug(concept_token)))
     return rows
 
 

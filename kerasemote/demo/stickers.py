@@ -24,8 +24,11 @@ from typing import Sequence
 
 import numpy as np
 
-from kerasemote.data.emotions import EMOTION_PROMPTS, emotion_slug
+from kerasemote.data.emotions import EMOTION_PROMPTS, EMOTION_TOKENS, emotion_slug
 from kerasemote.demo.sets import is_concept
+from kerasemote.demo.spec import BODY_TOKEN, COMBINED_KIND, STICKER_KIND, STICKER_SUFFIX, Row
+
+STICKER_JUDGE = "stickers"  # the judge of the sticker and combined rows (Row.judge)
 
 NEUTRAL = "neutral"  # the sticker set's class of broccoli without a face
 OTHER = "other"  # the judge's class for everything that is not a broccoli sticker
@@ -33,6 +36,61 @@ EMOTIONS = tuple(EMOTION_PROMPTS)  # happy, sad, angry, in love
 STICKER_TOKENS = {label: f"<{emotion_slug(label)}-broccoli>" for label in EMOTIONS}
 STICKER_PROMPT = "a {} sticker"  # {} is a sticker token
 JUDGE_CLASSES = [*EMOTIONS, NEUTRAL, OTHER]
+COMBINED_EMOTION = "happy"  # the emotion face combined with the faceless body in the combined row
+
+
+def sticker_class(label: str) -> str:
+    """The demo judge's class of a sticker label: ``"happy"`` -> ``"happy broccoli"``, ``"neutral"`` ->
+    ``"neutral broccoli"`` (its emotion classes are the emoji faces')."""
+    return f"{label}{STICKER_SUFFIX}"
+
+
+def sticker_rows() -> list[Row]:
+    """One row per emotion, ``a <happy-broccoli> sticker``..., and the combined row: the faceless body
+    token and the emotion face token in one prompt (``a <happy> <broccoli-sticker> sticker``)."""
+    rows = [Row(sticker_class(label), (STICKER_PROMPT.format(STICKER_TOKENS[label]),), STICKER_KIND,
+                sticker_class(label), judge=STICKER_JUDGE) for label in EMOTIONS]
+    combined = STICKER_PROMPT.format(f"{EMOTION_TOKENS[COMBINED_EMOTION]} {BODY_TOKEN}")
+    rows.append(Row(f"combined {sticker_class(COMBINED_EMOTION)}", (combined,), COMBINED_KIND,
+                    sticker_class(COMBINED_EMOTION), judge=STICKER_JUDGE))
+    return rows
+
+
+def sticker_judge_for_run(sticker_dir: str, other_dir: str, out_dir: str, config, result, log):
+    """The demo's sticker judge: a ResNet-50 from scratch on ``config.judge_stickers`` train-split
+    stickers of each class and ``config.judge_other`` other emoji of ``other_dir``, classes
+    ``happy broccoli`` ... ``neutral broccoli``, ``other``; saved to ``out_dir/sticker_classifier`` and
+    evaluated on the sticker set's held-out test split (``result.judge["held_out"]["stickers"]``)."""
+    import os
+    import time
+
+    from kerasemote import classification as clf
+
+    def named(data):  # the demo's class names: a sticker's emotion is "happy broccoli", not the face's "happy"
+        return clf.LabelledImages(data.images, data.labels,
+                                  [c if c == OTHER else sticker_class(c) for c in data.class_names], data.sources)
+
+    train = named(sticker_judge_set(sticker_dir, other_dir, config.judge_size, ("train", "validation"),
+                                    other=config.judge_other, per_class=config.judge_stickers))
+    test = named(sticker_judge_set(sticker_dir, other_dir, config.judge_size, ("test",), other=0))
+    counts = {c: int(np.sum(train.labels == i)) for i, c in enumerate(train.class_names)}
+    log(f"  sticker judge: ResNet-50 from scratch, {len(train.labels)} images {counts}, "
+        f"{config.classifier_epochs} epochs")
+    settings = clf.ClassifierTrainConfig(image_size=config.judge_size, weights="none",
+                                         epochs=config.classifier_epochs, batch_size=64, val_fraction=0.0,
+                                         patience=config.classifier_epochs, seed=config.seed)
+    started = time.perf_counter()
+    judge = clf.fit_classifier(train, settings, verbose=0)[0]
+    seconds = round(time.perf_counter() - started, 1)
+    folder = os.path.join(out_dir, "sticker_classifier")
+    clf.save_classifier(judge, folder)
+    report = clf.evaluate_and_write(judge, test, os.path.join(folder, "evaluation"))
+    held = {c: int(np.sum(test.labels == i)) for i, c in enumerate(test.class_names) if np.any(test.labels == i)}
+    result.judge["stickers"] = {"class_names": list(judge.class_names), "train_images": counts, "seconds": seconds}
+    result.judge.setdefault("held_out", {})["stickers"] = {"images": len(test.labels), "accuracy": report.accuracy,
+                                                           "classes": held}
+    log(f"    {seconds:.0f} s; accuracy on {len(test.labels)} held-out stickers {held}: {report.accuracy:.1%}")
+    return judge
 
 
 def _rows(data_dir: str, splits: Sequence[str]) -> list[dict]:
@@ -67,6 +125,12 @@ def neutral_stickers(sticker_dir: str, count: int, size: int, split: str = "trai
     """The first ``count`` broccoli stickers without a face in ``split`` (concept ``neutral``): the body
     that a face concept is combined with."""
     return _first_of(sticker_dir, (NEUTRAL,), count, size, split)
+
+
+def sticker_set(sticker_dir: str, per_class: int, size: int, split: str = "train"):
+    """The demo's sticker training set: ``per_class`` stickers of each emotion and as many faceless ones
+    (concepts: the labels, ``neutral`` for the faceless body)."""
+    return _first_of(sticker_dir, (*EMOTIONS, NEUTRAL), per_class, size, split)
 
 
 def _first_of(sticker_dir: str, labels: Sequence[str], count: int, size: int, split: str):

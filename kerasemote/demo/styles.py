@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -31,7 +32,7 @@ import numpy as np
 from kerasemote.data.captions import build_caption, style_tokens
 from kerasemote.data.names import VARIATION_SELECTOR
 from kerasemote.demo.sets import is_concept
-from kerasemote.demo.spec import DemoConfig
+from kerasemote.demo.spec import STYLE_KIND, DemoConfig, Row
 
 VENDORS = ("noto", "openmoji", "twemoji")  # the packaged vendors kerasemote-tiny was trained on
 STYLE_TOKENS = style_tokens(VENDORS)  # vendor -> <sN>, as data preparation gives it
@@ -135,3 +136,54 @@ def style_judge_set(data_dir: str, names: Iterable[str], size: int, vendors: Seq
     files = [storage.join(data_dir, row["file"]) for row in rows]
     images = np.stack([read_image(path, size) for path in files])  # (N, S, S, 3)
     return LabelledImages(images, np.asarray(labels), list(vendors), files)
+
+
+def style_rows() -> list[Row]:
+    """One row per vendor token, ``style <s0>``...: ``ROW_NAMES`` "X emoji in <sN> style", judged by the
+    vendor judge (its class: the vendor the token names)."""
+    return [Row(f"style {token}", tuple(STYLE_PROMPT.format(name=name, token=token) for name in ROW_NAMES),
+                STYLE_KIND, vendor, judge="style")
+            for vendor, token in sorted(STYLE_TOKENS.items(), key=lambda item: item[1])]
+
+
+def style_judge_for_run(data_dir: str, out_dir: str, config: DemoConfig, result, log):
+    """The demo's vendor judge: a ResNet-50 from scratch on the judge's training names of every vendor in
+    ``data_dir``, saved to ``out_dir/style_classifier`` and evaluated on the held-out names.
+
+    Returns:
+        The judge, or None (noted in ``result.notes``) when ``data_dir`` lacks a vendor or names.
+    """
+    import time
+
+    from kerasemote import classification as clf
+    from kerasemote.data import read_metadata
+
+    try:
+        train_names, test_names = style_judge_names(read_metadata(data_dir))
+    except ValueError as err:
+        result.notes.append(f"the style rows are not scored: {err}")
+        log(f"  {result.notes[-1]}")
+        return None
+    train = style_judge_set(data_dir, train_names, config.judge_size)
+    test = style_judge_set(data_dir, test_names, config.judge_size)
+    log(f"  vendor judge: ResNet-50 from scratch, {len(train.labels)} images of {len(train_names)} names "
+        f"({', '.join(VENDORS)}), {config.style_judge_epochs} epochs")
+    settings = clf.ClassifierTrainConfig(image_size=config.judge_size, weights="none",
+                                         epochs=config.style_judge_epochs, batch_size=64, val_fraction=0.0,
+                                         patience=config.style_judge_epochs, seed=config.seed)
+    started = time.perf_counter()
+    judge = clf.fit_classifier(train, settings, verbose=0)[0]
+    seconds = round(time.perf_counter() - started, 1)
+    folder = os.path.join(out_dir, "style_classifier")
+    clf.save_classifier(judge, folder)
+    report = clf.evaluate_and_write(judge, test, os.path.join(folder, "evaluation"))
+    counts = {vendor: int(np.sum(test.labels == i)) for i, vendor in enumerate(test.class_names)}
+    result.judge["style"] = {"class_names": list(judge.class_names), "train_names": len(train_names),
+                             "train_images": len(train.labels), "epochs": config.style_judge_epochs,
+                             "seconds": seconds, "test_names": test_names, "test_accuracy": report.accuracy,
+                             "test_classes": counts}
+    result.judge.setdefault("held_out", {})["style names"] = {"images": len(test.labels),
+                                                              "accuracy": report.accuracy, "classes": counts}
+    log(f"    {seconds:.0f} s; accuracy on {len(test.labels)} held-out images ({len(test_names)} names a vendor): "
+        f"{report.accuracy:.1%}")
+    return judge

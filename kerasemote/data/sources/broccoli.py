@@ -32,14 +32,12 @@ BORDER_DARK = 0.014
 MARGIN = 0.02  # blank paper between the sticker's dark line and the image edge
 BORDER_DARK_COLOR = (70, 70, 70)
 ANGRY_RED = (232, 30, 25)
-# Each emotion's cast over the florets: (colour, range of the blend amount, outline colour). At 64 px a
-# face is a few pixels, so the whole sticker also says the emotion: sunny for happy, blue for sad,
-# red for angry, pink for in love; the face still tells it apart up close.
+# The casts over the florets: (colour, range of the blend amount, outline colour). Angry broccoli is red,
+# sad broccoli is blue ("feeling blue"): at 64 px a sad face's brows and tears are a few pixels, and without
+# the blue a small model drew sad stickers that no one could tell from faceless ones.
 EMOTION_TINTS: dict[str, tuple[RGB, tuple[float, float], RGB]] = {
-    "happy": ((255, 220, 20), (0.5, 0.62), (95, 80, 0)),
     "sad": ((55, 105, 235), (0.45, 0.6), (15, 30, 90)),
     "angry": (ANGRY_RED, (0.6, 0.72), (90, 10, 10)),
-    "in love": ((255, 120, 195), (0.62, 0.75), (115, 15, 60)),
 }
 
 
@@ -131,7 +129,7 @@ def draw_broccoli(rng: np.random.Generator, face: str | None, side: int) -> Imag
     pen = Pen(layer)
     s = rng.uniform(0.95, 1.12)  # overall size
     greens = Greens.draw(rng)
-    if face is not None:
+    if face in EMOTION_TINTS:
         color, (low, high), line = EMOTION_TINTS[face]
         greens = greens.tinted(color, rng.uniform(low, high), line=line)
     cx, cy = 0.5, 0.42
