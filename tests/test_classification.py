@@ -18,7 +18,6 @@ from kerasemote.classification import (
     build_classifier,
     evaluate_and_write,
     evaluate_classifier,
-    fit_classifier,
     load_classifier,
     load_image,
     load_labelled_folder,
@@ -321,14 +320,15 @@ def test_a_prepared_dataset_directory_is_a_labelled_source(tmp_path):
     assert loaded.images.shape[1:] == (8, 8, 3) and set(loaded.class_names) <= {"happy", "sad"}
 
 
-def test_in_memory_images_of_another_size_train_and_evaluate_at_the_configured_size():
-    # 64 px arrays into a 32 px judge: brought to 32 px as scoring brings them (the fit used to fail on the shape).
+def test_in_memory_images_of_another_size_train_and_evaluate_at_the_configured_size(trained):
+    # 64 px arrays for a 32 px judge: brought to 32 px as scoring brings them (fit and evaluate failed on the shape).
+    from kerasemote.classification.train import _as_labelled
+
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
-    data = LabelledImages(images, np.array([0, 1] * 4), ["a", "b"], [f"#{i}" for i in range(8)])
-    config = ClassifierTrainConfig(image_size=SIZE, weights="none", epochs=1, batch_size=4, val_fraction=0.0,
-                                   augment=False)
-    classifier, _, train, _ = fit_classifier(data, config, val_data=data.subset(np.arange(4)), verbose=0)
-    assert train.images.shape == (8, SIZE, SIZE, 3) and classifier.image_size == SIZE
-    assert classifier.predict_proba(images).shape == (8, 2)
-    assert len(evaluate_classifier(classifier, data).per_class) == 2  # evaluation brings them to 32 px too
+    names = trained.classifier.class_names
+    data = LabelledImages(images, np.array([0, 1, 2, 3] * 2), list(names), [f"#{i}" for i in range(8)])
+    resized = _as_labelled(data, SIZE)  # what fit_classifier trains on
+    assert resized.images.shape == (8, SIZE, SIZE, 3)
+    np.testing.assert_array_equal(resized.images, prepare_images(images, SIZE)[0])
+    assert len(evaluate_classifier(trained.classifier, data).per_class) == 4
