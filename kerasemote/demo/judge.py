@@ -142,6 +142,30 @@ def judge_for_run(data_dir: str, concept_set, out_dir: str, config: DemoConfig, 
     return classifier
 
 
+def fit_checked_judge(train, test, epochs: int, config: DemoConfig, folder: str, name: str, result: DemoResult,
+                      log: Callable[[str], None]):
+    """One ResNet-50 from scratch at ``config.judge_size`` on ``train`` (LabelledImages), saved to ``folder``
+    and checked on the held-out ``test``: ``result.judge["held_out"][name]`` gets its accuracy, and
+    ``(judge, seconds)`` comes back."""
+    from kerasemote import classification as clf
+
+    counts = count_names([train.class_names[i] for i in train.labels])
+    log(f"  {name} judge: ResNet-50 from scratch, {len(train.labels)} images {counts}, {epochs} epochs")
+    settings = clf.ClassifierTrainConfig(image_size=config.judge_size, weights="none", epochs=epochs,
+                                         batch_size=JUDGE_BATCH_SIZE, val_fraction=0.0, patience=epochs,
+                                         seed=config.seed)
+    started = time.perf_counter()
+    judge = clf.fit_classifier(train, settings, verbose=0)[0]
+    seconds = round(time.perf_counter() - started, 1)
+    clf.save_classifier(judge, folder)
+    report = clf.evaluate_and_write(judge, test, os.path.join(folder, "evaluation"))
+    held = count_names([test.class_names[i] for i in test.labels])
+    result.judge.setdefault("held_out", {})[name] = {"images": len(test.labels), "accuracy": report.accuracy,
+                                                     "classes": held}
+    log(f"    {seconds:.0f} s; accuracy on {len(test.labels)} held-out images {held}: {report.accuracy:.1%}")
+    return judge, seconds
+
+
 def evaluate_held_out(classifier, pairs: Sequence[tuple[str, str]], name: str, out_dir: str, result: DemoResult,
                       log: Callable[[str], None]) -> None:
     """Evaluate ``classifier`` on (file, class) pairs held out of its training; record it as

@@ -62,9 +62,9 @@ def sticker_judge_for_run(sticker_dir: str, other_dir: str, out_dir: str, config
     ``happy broccoli`` ... ``neutral broccoli``, ``other``; saved to ``out_dir/sticker_classifier`` and
     evaluated on the sticker set's held-out test split (``result.judge["held_out"]["stickers"]``)."""
     import os
-    import time
 
     from kerasemote import classification as clf
+    from kerasemote.demo.judge import fit_checked_judge
 
     def named(data):  # the demo's class names: a sticker's emotion is "happy broccoli", not the face's "happy"
         return clf.LabelledImages(data.images, data.labels,
@@ -73,23 +73,10 @@ def sticker_judge_for_run(sticker_dir: str, other_dir: str, out_dir: str, config
     train = named(sticker_judge_set(sticker_dir, other_dir, config.judge_size, ("train", "validation"),
                                     other=config.judge_other, per_class=config.judge_stickers))
     test = named(sticker_judge_set(sticker_dir, other_dir, config.judge_size, ("test",), other=0))
-    counts = {c: int(np.sum(train.labels == i)) for i, c in enumerate(train.class_names)}
-    log(f"  sticker judge: ResNet-50 from scratch, {len(train.labels)} images {counts}, "
-        f"{config.classifier_epochs} epochs")
-    settings = clf.ClassifierTrainConfig(image_size=config.judge_size, weights="none",
-                                         epochs=config.classifier_epochs, batch_size=64, val_fraction=0.0,
-                                         patience=config.classifier_epochs, seed=config.seed)
-    started = time.perf_counter()
-    judge = clf.fit_classifier(train, settings, verbose=0)[0]
-    seconds = round(time.perf_counter() - started, 1)
-    folder = os.path.join(out_dir, "sticker_classifier")
-    clf.save_classifier(judge, folder)
-    report = clf.evaluate_and_write(judge, test, os.path.join(folder, "evaluation"))
-    held = {c: int(np.sum(test.labels == i)) for i, c in enumerate(test.class_names) if np.any(test.labels == i)}
-    result.judge["stickers"] = {"class_names": list(judge.class_names), "train_images": counts, "seconds": seconds}
-    result.judge.setdefault("held_out", {})["stickers"] = {"images": len(test.labels), "accuracy": report.accuracy,
-                                                           "classes": held}
-    log(f"    {seconds:.0f} s; accuracy on {len(test.labels)} held-out stickers {held}: {report.accuracy:.1%}")
+    judge, seconds = fit_checked_judge(train, test, config.classifier_epochs, config,
+                                       os.path.join(out_dir, "sticker_classifier"), STICKER_JUDGE, result, log)
+    result.judge[STICKER_JUDGE] = {"class_names": list(judge.class_names), "seconds": seconds,
+                                   "train_images": len(train.labels)}
     return judge
 
 

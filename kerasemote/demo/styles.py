@@ -153,10 +153,8 @@ def style_judge_for_run(data_dir: str, out_dir: str, config: DemoConfig, result,
     Returns:
         The judge, or None (noted in ``result.notes``) when ``data_dir`` lacks a vendor or names.
     """
-    import time
-
-    from kerasemote import classification as clf
     from kerasemote.data import read_metadata
+    from kerasemote.demo.judge import fit_checked_judge
 
     try:
         train_names, test_names = style_judge_names(read_metadata(data_dir))
@@ -166,24 +164,9 @@ def style_judge_for_run(data_dir: str, out_dir: str, config: DemoConfig, result,
         return None
     train = style_judge_set(data_dir, train_names, config.judge_size)
     test = style_judge_set(data_dir, test_names, config.judge_size)
-    log(f"  vendor judge: ResNet-50 from scratch, {len(train.labels)} images of {len(train_names)} names "
-        f"({', '.join(VENDORS)}), {config.style_judge_epochs} epochs")
-    settings = clf.ClassifierTrainConfig(image_size=config.judge_size, weights="none",
-                                         epochs=config.style_judge_epochs, batch_size=64, val_fraction=0.0,
-                                         patience=config.style_judge_epochs, seed=config.seed)
-    started = time.perf_counter()
-    judge = clf.fit_classifier(train, settings, verbose=0)[0]
-    seconds = round(time.perf_counter() - started, 1)
-    folder = os.path.join(out_dir, "style_classifier")
-    clf.save_classifier(judge, folder)
-    report = clf.evaluate_and_write(judge, test, os.path.join(folder, "evaluation"))
-    counts = {vendor: int(np.sum(test.labels == i)) for i, vendor in enumerate(test.class_names)}
+    judge, seconds = fit_checked_judge(train, test, config.style_judge_epochs, config,
+                                       os.path.join(out_dir, "style_classifier"), "style names", result, log)
     result.judge["style"] = {"class_names": list(judge.class_names), "train_names": len(train_names),
                              "train_images": len(train.labels), "epochs": config.style_judge_epochs,
-                             "seconds": seconds, "test_names": test_names, "test_accuracy": report.accuracy,
-                             "test_classes": counts}
-    result.judge.setdefault("held_out", {})["style names"] = {"images": len(test.labels),
-                                                              "accuracy": report.accuracy, "classes": counts}
-    log(f"    {seconds:.0f} s; accuracy on {len(test.labels)} held-out images ({len(test_names)} names a vendor): "
-        f"{report.accuracy:.1%}")
+                             "seconds": seconds, "test_names": test_names}
     return judge
