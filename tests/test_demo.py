@@ -37,13 +37,25 @@ def tiny_dir(tmp_path_factory) -> str:
     return path
 
 
-def test_demo_runs_every_stage_and_writes_the_page_and_the_table(tiny_dir, tmp_path, capsys):
-    out = tmp_path / "demo"
-    code = main(["demo", "--out", str(out), "--model", tiny_dir, "--sources", "twemoji", "--steps", "2",
-                 "--batch-size", "2", "--concept-steps", "3", "--concept-batch-size", "1", "--samples", "2", "--sample-steps", "2", "--num-images", "2",
-                 "--concept-lora-steps", "2", "--classifier-epochs", "1", "--judge-members", "1", "--no-progress",
-                 *SMALL_STICKERS])
+@pytest.fixture(scope="module")
+def demo_run(tiny_dir, tmp_path_factory):
+    """One shrunk demo run: (its output folder, what it printed)."""
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["demo", "--out", str(out), "--model", tiny_dir, "--sources", "twemoji", "--steps", "2",
+                     "--batch-size", "2", "--concept-steps", "3", "--concept-batch-size", "1", "--samples", "2",
+                     "--sample-steps", "2", "--num-images", "2", "--concept-lora-steps", "2", "--classifier-epochs",
+                     "1", "--judge-members", "1", "--no-progress", *SMALL_STICKERS])
     assert code == 0
+    return out, printed.getvalue()
+
+
+def test_demo_runs_every_stage_and_writes_the_page_and_the_table(demo_run, tiny_dir):
+    out, printed = demo_run
 
     summary = json.loads((out / "demo.json").read_text())
     for kind, file in summary["files"].items():
@@ -111,23 +123,27 @@ def test_demo_runs_every_stage_and_writes_the_page_and_the_table(tiny_dir, tmp_p
     assert len(judge.expert.members) == 1
     assert judge.class_names == scores["judge"]["class_names"]
     assert load_classifier(out / "sticker_classifier").class_names == [*STICKER_CLASSES, "other"]
-    # A later run reuses that judge instead of training one.
-    again = tmp_path / "again"
-    assert main(["demo", "--out", str(again), "--model", tiny_dir, "--data", str(out / "data"), "--steps", "1",
-                 "--batch-size", "2", "--concept-steps", "1", "--concept-batch-size", "2", "--samples", "1", "--sample-steps", "1", "--num-images", "1",
-                 "--concept-lora-steps", "0", "--classifier", str(out / "classifier"), "--no-progress",
-                 *SMALL_STICKERS, "--sticker-lora-steps", "0"]) == 0
-    reused = json.loads((again / "success_rates.json").read_text())["judge"]
-    assert reused["source"] == str(out / "classifier") and "runs" not in reused
-    assert reused["class_names"] == scores["judge"]["class_names"] and not (again / "classifier" / "gate").exists()
 
     page = (out / "index.html").read_text(encoding="utf-8")
     for file in ("samples.png", "interpolation/sweep.gif", "classifier/history.png", "a &lt;happy&gt; emoji",
                  "lora/broccoli/lora.npz", "a &lt;broccoli&gt; emoji + LoRA", "<code>love</code>"):
         assert file in page, file
-    printed = capsys.readouterr().out
     assert "a smiling face with heart-eyes emoji" in printed and "among emotions" in printed
     assert "a <broccoli> emoji + LoRA" in printed
+
+
+@pytest.mark.slow  # a second whole demo run: minutes
+def test_a_later_run_reuses_the_judge_instead_of_training_one(demo_run, tiny_dir, tmp_path):
+    out, _ = demo_run
+    again = tmp_path / "again"
+    assert main(["demo", "--out", str(again), "--model", tiny_dir, "--data", str(out / "data"), "--steps", "1",
+                 "--batch-size", "2", "--concept-steps", "1", "--concept-batch-size", "2", "--samples", "1",
+                 "--sample-steps", "1", "--num-images", "1", "--concept-lora-steps", "0", "--classifier",
+                 str(out / "classifier"), "--no-progress", *SMALL_STICKERS, "--sticker-lora-steps", "0"]) == 0
+    reused = json.loads((again / "success_rates.json").read_text())["judge"]
+    trained = json.loads((out / "success_rates.json").read_text())["judge"]
+    assert reused["source"] == str(out / "classifier") and "runs" not in reused
+    assert reused["class_names"] == trained["class_names"] and not (again / "classifier" / "gate").exists()
 
 
 class _FakeModel:
