@@ -85,6 +85,44 @@ def basename(path: PathLike) -> str:
     return text.rstrip("/").rsplit("/", 1)[-1] if is_gcs(text) else os.path.basename(text)
 
 
+def inside(folder: PathLike, name: object, file: PathLike, field: str) -> str:
+    """``folder/name`` when ``name``, read from inside ``file``, names a place inside ``folder``.
+
+    Files users hand us name other files (``config.json`` parts, an embeddings manifest, a
+    diffusers index, a CSV or parquet cell). Such a name must stay inside the folder that holds
+    the file: an absolute path, a ``..`` step, or (locally) a symlink resolving outside the folder
+    is refused with one line naming the file, the field, what was expected and what was found.
+
+    Args:
+        folder: the folder the name is relative to (local or ``gs://``).
+        name: the value read from the file.
+        file: the file it was read from (for the message).
+        field: the field that held it (for the message), e.g. ``"parts.unet"``.
+
+    Returns:
+        The joined path.
+    """
+    root = _fspath(folder)
+    expected = f"a relative path inside {root}"
+    if not isinstance(name, str) or not name.strip() or "\x00" in name:
+        raise ValueError(f"{_fspath(file)}: field {field!r} expected {expected}, found {name!r}.")
+    pieces = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or is_gcs(name) or ":" in pieces[0] or ".." in pieces:
+        raise ValueError(f"{_fspath(file)}: field {field!r} expected {expected}, found {name!r}.")
+    path = join(root, name)
+    if not is_gcs(root) and not within(root, path):
+        raise ValueError(f"{_fspath(file)}: field {field!r} expected {expected}, found {name!r} "
+                         f"(it resolves to {os.path.realpath(path)}).")
+    return path
+
+
+def within(folder: PathLike, path: PathLike) -> bool:
+    """Whether local ``path`` resolves (symlinks followed) to ``folder`` or a place inside it."""
+    root = os.path.realpath(_fspath(folder))
+    target = os.path.realpath(_fspath(path))
+    return target == root or target.startswith(root.rstrip(os.sep) + os.sep)
+
+
 # ---------------------------------------------------------------------- queries
 
 
