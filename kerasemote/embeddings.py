@@ -40,6 +40,10 @@ MANIFEST_FILE = "embeddings.json"
 # kerasemote-tiny, three images at batch 8 and 2e-3 end near 1.55x and draw their concept; at batch 4
 # and 5e-3 they end at 1.6-1.9x and draw plain blobs, so the line sits above the former.
 WANDERED_RATIO = 1.75
+# The largest magnitude a value of a concept file (embedding rows, LoRA factors) may have. CLIP's rows
+# sit near 0.1 and trained ones stay below a few; 1e38 is finite in float32 yet overflows the text
+# encoder's layer norm into NaN, and the images come out black.
+MAX_ABS_VALUE = 1e3
 
 
 def token_file_name(token: str) -> str:
@@ -177,16 +181,21 @@ def read_embeddings(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return {token: _rows(path, token, array) for token, array in arrays.items()}, manifest
 
 
-def _read_from_manifest(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def _read_json(path: str) -> Any:
     try:
-        manifest = json.loads(storage.read_bytes(path))
-    except json.JSONDecodeError as err:
+        return json.loads(storage.read_bytes(path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not valid JSON ({err}).") from None
-    _check_manifest(path, manifest, None)
+
+
+def _read_from_manifest(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    manifest = _read_json(path)
+    _check_manifest(path, manifest, None, required=True)
     folder = path[: -len(storage.basename(path))] or "."
     vectors = {}
-    for entry in manifest["tokens"]:
-        file = storage.join(folder, entry["file"])
+    for i, entry in enumerate(manifest["tokens"]):
+        # The manifest names its files; they must stay beside it (no absolute path, "..", or link out).
+        file = storage.inside(folder, entry.get("file"), path, f"tokens[{i}].file")
         vectors[entry["token"]] = _rows(file, entry["token"], weights.load_npy(file))
     return vectors, manifest
 
@@ -197,30 +206,63 @@ def _read_npy(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     manifest: dict[str, Any] = {}
     token = f"<{name[: -len('.npy')]}>"
     if storage.exists(manifest_path):
-        candidate = json.loads(storage.read_bytes(manifest_path))
-        entries = [e for e in candidate.get("tokens", []) if e.get("file") == name]
+        candidate = _read_json(manifest_path)
+        _check_manifest(manifest_path, candidate, None, required=True)
+        entries = [e for e in candidate["tokens"] if e.get("file") == name]
         if entries:
-            _check_manifest(manifest_path, candidate, None)
             manifest, token = candidate, entries[0]["token"]
     rows = _rows(path, token, weights.load_npy(path))
     return {token: rows}, manifest
 
 
-def _check_manifest(path: str, manifest: Mapping[str, Any], keys: Iterable[str] | None) -> None:
-    if not manifest:
+def _check_manifest(path: str, manifest: Any, keys: Iterable[str] | None, required: bool = False) -> None:
+    """One line naming the file and the field for anything a reader below would trip on."""
+    if not isinstance(manifest, dict):
+        found = type(manifest).__name__
+        raise weights.WeightFileError(f"{path}: expected a JSON object (the manifest), found {found}.")
+    if not manifest and not required:
         return  # seed-style file: only shapes can be checked
     if manifest.get("format") != FORMAT:
         raise weights.WeightFileError(
             f"{path}: key 'format' expected {FORMAT!r}, found {manifest.get('format')!r}."
         )
-    if manifest.get("version", VERSION) > VERSION:
+    version = manifest.get("version", VERSION)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise weights.WeightFileError(f"{path}: key 'version' expected an integer, found {version!r}.")
+    if version > VERSION:
         raise weights.WeightFileError(
-            f"{path}: key 'version' expected <= {VERSION}, found {manifest['version']}; upgrade kerasemote."
+            f"{path}: key 'version' expected <= {VERSION}, found {version}; upgrade kerasemote."
         )
-    listed = [e.get("token") for e in manifest.get("tokens", [])]
+    tokens = manifest.get("tokens")
+    if not isinstance(tokens, list):
+        raise weights.WeightFileError(f"{path}: key 'tokens' expected a list of token entries, found {tokens!r}.")
+    for i, entry in enumerate(tokens):
+        if not isinstance(entry, dict) or not isinstance(entry.get("token"), str) or not entry["token"].strip():
+            found = entry.get("token") if isinstance(entry, dict) else entry
+            raise weights.WeightFileError(f"{path}: key 'tokens[{i}].token' expected a token such as '<happy>', "
+                                          f"found {found!r}.")
+    listed = [e["token"] for e in tokens]
     if keys is not None and sorted(listed) != sorted(keys):
         raise weights.WeightFileError(
             f"{path}: manifest 'tokens' expected the file's keys {sorted(keys)}, found {sorted(listed)}."
+        )
+
+
+def check_values(path: str, key: str, array: np.ndarray, limit: float = MAX_ABS_VALUE) -> None:
+    """Refuse NaN, inf and values beyond ``limit`` in magnitude.
+
+    Such a value loads without complaint and turns every generated image black, so it is refused
+    when the file is read.
+
+    Raises:
+        WeightFileError: one line naming the file, the key, the first bad value and its index.
+    """
+    bad = ~np.isfinite(array) | (np.abs(array) > limit)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise weights.WeightFileError(
+            f"{path}: key {key!r} expected finite values within +-{limit:g}, found {float(array[index]):g} at index "
+            f"{index}."
         )
 
 
@@ -229,17 +271,23 @@ def _rows(path: str, token: str, array: np.ndarray) -> np.ndarray:
         raise weights.WeightFileError(f"{path}: key {token!r} expected a float dtype, found {array.dtype}.")
     if array.ndim == 1:
         array = array[None]
-    if array.ndim != 2:
+    if array.ndim != 2 or array.shape[0] < 1:
         raise weights.WeightFileError(
-            f"{path}: key {token!r} expected shape (num_vectors, dim), found {array.shape}."
+            f"{path}: key {token!r} expected shape (num_vectors >= 1, dim), found {array.shape}."
         )
+    check_values(path, token, array)
     return array.astype("float32")
 
 
 def check_compatible(path: str, vectors: Mapping[str, np.ndarray], manifest: Mapping[str, Any], model) -> None:
     """Every row's width must be the model's text width; another base config is only warned about."""
-    width = model.config.text_width
+    width, most = model.config.text_width, model.config.max_length - 2  # a prompt's start and end take two
     for token, rows in vectors.items():
+        if rows.shape[0] > most:
+            raise weights.WeightFileError(
+                f"{path}: key {token!r} expected at most {most} vectors (one prompt of {model.config.name!r}), "
+                f"found {rows.shape[0]}."
+            )
         if rows.shape[1] != width:
             raise weights.WeightFileError(
                 f"{path}: key {token!r} expected shape ({rows.shape[0]}, {width}) for base model "
@@ -313,6 +361,9 @@ def load_embeddings(model, path_or_paths: str | Sequence[str]) -> list[str]:
                 )
         for token in [t for t in vectors if t in known]:
             model.set_placeholder_rows(token, vectors[token])
-        add_placeholders(model, {t: r for t, r in vectors.items() if t not in known})
+        try:
+            add_placeholders(model, {t: r for t, r in vectors.items() if t not in known})
+        except ValueError as error:  # the tokenizer refuses the token: name the file it came from
+            raise weights.WeightFileError(f"{path}: {error}") from None
         loaded += list(vectors)
     return loaded

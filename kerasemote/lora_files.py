@@ -22,6 +22,7 @@ to the base kernels, so several files stack, and ``model.save`` afterwards write
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -29,6 +30,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from kerasemote import weights
+from kerasemote.embeddings import base_model_info, check_values
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,9 @@ TARGETS: dict[str, str] = {
     "text": r"^text_encoder/.*/(self_attn/(q_proj|k_proj|v_proj|out_proj)|mlp/(fc1|fc2))$",
 }
 DEFAULT_TARGETS = ("attention",)
+# The most a LoRA's multiplier may be in magnitude: ``alpha / rank`` from its file, and the strength
+# it is applied with. Trainers use 0.01-2; a thousandfold delta swamps the kernel it is added to.
+MAX_SCALE = 1e3
 
 
 @dataclass
@@ -156,8 +161,6 @@ def lora_from_model(model, targets: Sequence[str], steps: int = 0, extra: Mappin
     """The live LoRA of a training model as ``LoRAWeights``."""
     import keras
 
-    from kerasemote.embeddings import base_model_info
-
     layers = [layer for _, layer in sorted(model_layers(model).items()) if getattr(layer, "lora_enabled", False)]
     if not layers:
         raise ValueError("The model has no LoRA-enabled layer; train with the LoRA strategy first.")
@@ -187,13 +190,7 @@ def read_lora(path: str) -> LoRAWeights:
         WeightFileError: naming the file, the key, the expected and the found value.
     """
     arrays, manifest = weights.load_arrays(path)
-    if manifest.get("format") != FORMAT:
-        raise weights.WeightFileError(f"{path}: key 'format' expected {FORMAT!r}, found {manifest.get('format')!r}.")
-    rank, alpha = manifest.get("rank"), manifest.get("alpha")
-    if not isinstance(rank, int) or rank < 1 or not isinstance(alpha, (int, float)):
-        raise weights.WeightFileError(
-            f"{path}: manifest keys 'rank'/'alpha' expected a positive int and a number, found {rank!r}/{alpha!r}."
-        )
+    rank, alpha, targets = _check_manifest(path, manifest)
     problems = []
     for key, array in arrays.items():
         if not key.endswith((A_SUFFIX, B_SUFFIX)):
@@ -209,8 +206,54 @@ def read_lora(path: str) -> LoRAWeights:
             problems.append(f"{path}: key {partner!r} expected (the pair of {key!r}), not found.")
     if problems:
         raise weights.WeightFileError("\n".join(problems[:10]))
-    arrays = {k: v.astype("float32") for k, v in arrays.items()}
-    return LoRAWeights(arrays, rank, float(alpha), list(manifest.get("targets", [])), manifest, path)
+    lora = LoRAWeights({k: v.astype("float32") for k, v in arrays.items()}, rank, alpha, targets, manifest, path)
+    return check_lora_values(lora)
+
+
+def check_lora_values(lora: LoRAWeights) -> LoRAWeights:
+    """``lora`` when every value is finite and sane (``embeddings.MAX_ABS_VALUE``, ``MAX_SCALE``).
+
+    Raises:
+        WeightFileError: one line naming the file, the key and the bad value.
+    """
+    if not _sane_scale(lora.alpha / lora.rank):
+        raise weights.WeightFileError(
+            f"{lora.source}: key 'alpha' expected a finite number with |alpha / rank| <= {MAX_SCALE:g}, "
+            f"found {lora.alpha!r}."
+        )
+    for key, array in lora.arrays.items():
+        check_values(lora.source, key, array)
+    return lora
+
+
+def _check_manifest(path: str, manifest: dict[str, Any]) -> tuple[int, float, list[str]]:
+    """``(rank, alpha, targets)`` of a LoRA manifest; one line naming the key for anything else."""
+    if manifest.get("format") != FORMAT:
+        raise weights.WeightFileError(f"{path}: key 'format' expected {FORMAT!r}, found {manifest.get('format')!r}.")
+    version = manifest.get("version", VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or version > VERSION:
+        raise weights.WeightFileError(f"{path}: key 'version' expected an integer <= {VERSION}, found {version!r}.")
+    rank, alpha, targets = manifest.get("rank"), manifest.get("alpha"), manifest.get("targets", [])
+    # bool is an int to Python, but ``rank: true`` is no rank
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise weights.WeightFileError(f"{path}: key 'rank' expected a positive integer, found {rank!r}.")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        raise weights.WeightFileError(f"{path}: key 'alpha' expected a number, found {alpha!r}.")
+    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+        raise weights.WeightFileError(f"{path}: key 'targets' expected a list of target names, found {targets!r}.")
+    return rank, float(alpha), list(targets)
+
+
+def _sane_scale(value: float) -> bool:
+    return math.isfinite(value) and abs(value) <= MAX_SCALE
+
+
+def check_scale(scale: float, source: str) -> float:
+    """``scale`` as a float when it is finite and within ``MAX_SCALE``; else one line naming ``source``."""
+    number = isinstance(scale, (int, float, np.integer, np.floating)) and not isinstance(scale, bool)
+    if not number or not _sane_scale(float(scale)):
+        raise ValueError(f"{source}: LoRA scale expected a finite number within +-{MAX_SCALE:g}, found {scale!r}.")
+    return float(scale)
 
 
 def _as_lora(path_or_lora: str | LoRAWeights) -> LoRAWeights:
@@ -234,7 +277,9 @@ def apply_lora(model, path_or_lora: str | LoRAWeights, scale: float = 1.0) -> Lo
     """
     import keras
 
-    lora = _as_lora(path_or_lora)
+    # A file is checked as it is read; a LoRA built elsewhere (an imported file) is checked here.
+    lora = check_lora_values(path_or_lora) if isinstance(path_or_lora, LoRAWeights) else read_lora(path_or_lora)
+    scale = check_scale(scale, lora.source)
     layers = model_layers(model)
     problems = []
     for name in lora.layers:
@@ -269,7 +314,7 @@ def combine_loras(loras: Sequence[tuple[str | LoRAWeights, float]]) -> LoRAWeigh
     Args:
         loras: ``(file or LoRAWeights, weight)`` pairs.
     """
-    items = [(_as_lora(l), float(w)) for l, w in loras]
+    items = [(lora, check_scale(w, lora.source)) for lora, w in ((_as_lora(l), w) for l, w in loras)]
     if not items:
         raise ValueError("combine_loras needs at least one LoRA.")
     shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}

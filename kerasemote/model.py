@@ -1,35 +1,33 @@
 """``StableDiffusion``: the config, the tokenizer and the four Keras parts, plus the model directory.
 
 A model directory holds ``config.json`` (model config, tokenizer placeholders, the
-weight files) and one NumPy ``.npz`` per part, keyed by Keras variable path::
+weight files with their sha256) and one NumPy ``.npz`` per part, keyed by Keras variable path::
 
     my-model/
       config.json
       text_encoder.npz  unet.npz  vae_encoder.npz  vae_decoder.npz
 
 Every command loads this format; ``kerasemote convert`` writes it from keras-cv,
-diffusers and original single-file checkpoints.
+diffusers and original single-file checkpoints. How a save stays all-old-or-all-new
+when interrupted, and how a load checks that the parts belong together, is
+``kerasemote.model_dir``.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any, Sequence
 
 import keras
 import numpy as np
 from keras import ops
 
-from kerasemote import pipeline, storage, weights
+from kerasemote import model_dir, pipeline, weights
 from kerasemote.config import ModelConfig, get_config
+from kerasemote.model_dir import FORMAT, FORMAT_VERSION, PARTS  # noqa: F401  (FORMAT* re-exported)
 from kerasemote.models.text_encoder import TextEncoder
 from kerasemote.models.unet import UNet
 from kerasemote.models.vae import VAEDecoder, VAEEncoder, latent_distribution
 from kerasemote.tokenizer import Tokenizer
-
-FORMAT = "kerasemote-model"
-FORMAT_VERSION = 1
-PARTS = ("text_encoder", "unet", "vae_encoder", "vae_decoder")
 
 
 class StableDiffusion:
@@ -227,6 +225,9 @@ class StableDiffusion:
     def save(self, directory: str, dtype: str = "float32", extra: dict[str, Any] | None = None) -> None:
         """Write the model directory (``config.json`` + one ``.npz`` per part).
 
+        Interrupted at any point (even killed), the directory still loads as the old
+        model or as the new one; see ``kerasemote.model_dir``.
+
         Args:
             directory: local, Drive or ``gs://`` folder.
             dtype: ``float32`` or ``float16`` (halves the files; loads back as float32).
@@ -234,44 +235,30 @@ class StableDiffusion:
         """
         if dtype not in weights.SAVE_DTYPES:
             raise ValueError(f"dtype must be {' or '.join(weights.SAVE_DTYPES)}, got {dtype!r}.")
-        storage.makedirs(directory)
-        for part, model in self.parts.items():
-            arrays = {k: v.astype(dtype) for k, v in weights.model_arrays(model).items()}
-            weights.save_arrays(storage.join(directory, f"{part}.npz"), arrays, {"part": part})
+
+        def writer(part: str) -> model_dir.WritePart:
+            def write_part(path: str) -> None:
+                arrays = {k: v.astype(dtype) for k, v in weights.model_arrays(self.parts[part]).items()}
+                weights.save_arrays(path, arrays, {"part": part})
+            return write_part
+
         manifest = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
             "config": self.config.to_dict(),
             "tokenizer": self.tokenizer.to_dict(),
-            "parts": {part: f"{part}.npz" for part in PARTS},
             "dtype": dtype,
             **(extra or {}),
         }
-        # config.json last: a directory with a config.json is complete.
-        storage.write_bytes(storage.join(directory, "config.json"), json.dumps(manifest, indent=2).encode())
+        model_dir.write(directory, [(part, writer(part)) for part in PARTS], manifest)
 
     @classmethod
     def load(cls, directory: str) -> "StableDiffusion":
-        """Read a model directory written by ``save``; every key and shape is checked."""
-        path = storage.join(directory, "config.json")
-        if not storage.exists(path):
-            raise FileNotFoundError(
-                f"{directory} is not a kerasemote model directory (no config.json). Create one with "
-                "`kerasemote convert SRC --out DIR` or `kerasemote init-model --config tiny --out DIR`."
-            )
-        try:
-            manifest = json.loads(storage.read_bytes(path))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err}).") from None
-        if manifest.get("format") != FORMAT:
-            raise ValueError(f"{path}: expected format {FORMAT!r}, found {manifest.get('format')!r}.")
-        config = ModelConfig.from_dict(manifest["config"])
-        tokenizer = Tokenizer.from_dict(manifest.get("tokenizer", {}), source=path)
-        model = cls(config, tokenizer)
-        for part in PARTS:
-            file = storage.join(directory, manifest.get("parts", {}).get(part, f"{part}.npz"))
-            arrays, _ = weights.load_arrays(file)
-            weights.assign_arrays(model.parts[part], arrays, file)
+        """Read a model directory written by ``save``; every key, shape and part checksum is checked."""
+        with model_dir.reading(directory) as found:
+            config = ModelConfig.from_dict(found.manifest.get("config"), source=found.config_file, field="config")
+            tokenizer = Tokenizer.from_dict(found.manifest.get("tokenizer", {}), source=found.config_file)
+            model = cls(config, tokenizer)
+            for part in PARTS:
+                weights.assign_arrays(model.parts[part], found.read(part), found.files[part])
         model.source = str(directory)
         return model
 

@@ -6,8 +6,11 @@ context space and combined concepts reuse it unchanged.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+import math
+import os
+from typing import Any, Callable, NoReturn, Protocol, Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
@@ -31,6 +34,87 @@ class DiffusionModel(Protocol):
     def encode_images(self, images: np.ndarray, seed: int | None = None) -> np.ndarray: ...
 
     def decode_latents(self, latents: Any) -> np.ndarray: ...
+
+
+MAX_IMAGE_SIDE = 2048
+"""The largest height or width, in pixels, that ``generate`` makes."""
+
+BYTES_PER_OUTPUT_PIXEL = 1024
+"""Memory one output pixel needs at the peak of a generation (the VAE decoder's full-resolution layers:
+128 float32 channels, two tensors alive), the budget ``check_generation`` holds ``num_images * height *
+width`` to against the memory available."""
+
+
+class NonFiniteError(ValueError):
+    """A generation's inputs or latents hold NaN or infinity; decoding them would give black images."""
+
+
+def check_generation(
+    *,
+    steps: int,
+    guidance: float,
+    num_images: int | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    strength: float = 0.8,
+    eta: float = 0.0,
+    factor: int = 1,
+    name: Callable[[str], str] = str,
+) -> None:
+    """Refuse sampling options no generation can use, before any work: one line naming the option.
+
+    ``generate`` calls it; the command line calls it before loading a model (``factor`` 1) and
+    again with the model's VAE factor.
+
+    Args:
+        steps, guidance, num_images, height, width, strength, eta: as ``generate`` takes them;
+            None leaves a count or size unchecked (the model's own default).
+        factor: height and width must be multiples of it (the VAE's downsampling factor).
+        name: how a message names an argument (the CLI gives ``num_images`` -> ``--num-images``).
+
+    Raises:
+        ValueError: a value is not finite, out of its range, or the images would not fit in memory.
+    """
+    def refuse(arg: str, expected: str, found: Any) -> NoReturn:
+        raise ValueError(f"{name(arg)}: expected {expected}, found {found!r}.")
+
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        refuse("steps", "a whole number of at least 1", steps)
+    for arg, value in (("guidance", guidance), ("strength", strength), ("eta", eta)):
+        if not math.isfinite(float(value)):
+            refuse(arg, "a finite number", value)
+    if not 0.0 <= strength <= 1.0:
+        refuse("strength", "a number in [0, 1]", strength)
+    if eta < 0:
+        refuse("eta", "a number of at least 0", eta)
+    if num_images is not None and (isinstance(num_images, bool) or num_images < 1):
+        refuse("num_images", "at least 1 image", num_images)
+    for arg, value in (("height", height), ("width", width)):
+        if value is not None and not (0 < value <= MAX_IMAGE_SIDE and value % factor == 0):
+            multiples = f" in multiples of {factor}" if factor > 1 else ""
+            refuse(arg, f"a size from {factor} to {MAX_IMAGE_SIDE} pixels{multiples}", value)
+    available = _available_memory()
+    if None not in (num_images, height, width, available):
+        needed = num_images * height * width * BYTES_PER_OUTPUT_PIXEL
+        if needed > available:
+            refuse("num_images", f"at most {available // (height * width * BYTES_PER_OUTPUT_PIXEL)} images of "
+                                 f"{height}x{width} pixels in the {available / 2**30:.1f} GiB of memory available",
+                   num_images)
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory free for new allocations (Linux MemAvailable, else free pages); None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def initial_noise(shape: Sequence[int], seed: int | None) -> np.ndarray:
@@ -141,15 +225,18 @@ def generate(
     """
     config = model.config
     factor = config.vae_downsample
-    height = height or (init_image.shape[1] if init_image is not None else config.image_size)
-    width = width or (init_image.shape[2] if init_image is not None else config.image_size)
-    if height % factor or width % factor:
-        raise ValueError(f"height and width must be multiples of {factor}, got {height}x{width}.")
+    if height is None:
+        height = init_image.shape[1] if init_image is not None else config.image_size
+    if width is None:
+        width = init_image.shape[2] if init_image is not None else config.image_size
+    n = _infer_count(prompt, context, init_latents, init_image) if num_images is None else num_images
+    check_generation(steps=steps, guidance=guidance, num_images=n, height=height, width=width,
+                     strength=strength, eta=eta, factor=factor)
 
-    n = num_images or _infer_count(prompt, context, init_latents, init_image)
     if context is None:
         context = model.encode_text(_as_list(prompt, n))
     context = np.asarray(context, "float32")
+    _require_finite(context, "the encoded prompt", "a token embedding (--embeddings) or the text encoder's weights")
     if len(context) == 1 and n > 1:
         context = np.repeat(context, n, axis=0)
     if len(context) != n:
@@ -161,6 +248,7 @@ def generate(
         uncond = np.asarray(negative_context, "float32")
         if len(uncond) == 1 and n > 1:
             uncond = np.repeat(uncond, n, axis=0)
+        _require_finite(uncond, "the encoded negative prompt", "a token embedding or the text encoder's weights")
 
     schedule = NoiseSchedule.from_config(config)
     spacing = timestep_spacing or ("trailing" if schedule.is_flow else "leading")
@@ -175,6 +263,7 @@ def generate(
         noise = np.asarray(init_latents, "float32")
         if noise.shape != latent_shape:
             raise ValueError(f"init_latents: expected shape {latent_shape}, found {noise.shape}.")
+        _require_finite(noise, "init_latents", "the starting noise given (--init-noise)")
     else:
         noise = initial_noise(latent_shape, seed)
 
@@ -198,9 +287,31 @@ def generate(
         out = denoiser(model_in, t, context_t, uncond_t, guidance)
         latents = scheduler.step(out, t, latents, seed=seed)
 
+    # One check after the loop: NaN and infinity persist through the steps, and a check
+    # per step would wait on the device every step.
+    if not bool(tf.reduce_all(tf.math.is_finite(latents))):
+        raise NonFiniteError(f"the latents became NaN or infinite during sampling ({_non_finite_cause(model)}); "
+                             "stopped before decoding them into black images.")
     if return_latents:
         return np.asarray(latents)
     return model.decode_latents(latents)
+
+
+def _require_finite(values: np.ndarray, what: str, cause: str) -> None:
+    if not np.isfinite(values).all():
+        raise NonFiniteError(f"{what} holds NaN or infinite values: check {cause}.")
+
+
+def _non_finite_cause(model: DiffusionModel) -> str:
+    """The likeliest reason the latents left the finite range; runs only once they have."""
+    for variable in model.unet.weights:
+        if not bool(tf.reduce_all(tf.math.is_finite(variable))):
+            path = getattr(variable, "path", variable.name)
+            return (f"UNet weight {path} holds NaN or infinite values: a LoRA merged with non-finite values "
+                    "or scale (--lora FILE:SCALE), or a damaged model file")
+    if keras.mixed_precision.global_policy().compute_dtype == "float16":
+        return "float16 overflowed: generate without --mixed-precision (in float32)"
+    return "the UNet's weights or the guidance scale drive the values out of range: lower --guidance"
 
 
 def _infer_count(prompt, context, init_latents, init_image) -> int:

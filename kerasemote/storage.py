@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import glob as _glob
+import logging
 import os
 import shutil
 import tempfile
@@ -32,6 +33,7 @@ from kerasemote import storage_gcs as gcs
 from kerasemote.storage_gcs import GCS_PREFIX
 
 PathLike = Union[str, "os.PathLike[str]"]
+logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------- paths
@@ -121,6 +123,19 @@ def within(folder: PathLike, path: PathLike) -> bool:
     root = os.path.realpath(_fspath(folder))
     target = os.path.realpath(_fspath(path))
     return target == root or target.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def keep_within(folder: PathLike, paths: list[str], what: str = "images") -> list[str]:
+    """``paths`` without the local ones that resolve outside ``folder`` (a symlink leading out of a user's
+    data folder is never read); how many were left out, and one example, is logged as a warning."""
+    if is_gcs(folder):
+        return list(paths)
+    kept = [p for p in paths if within(folder, p)]
+    if len(kept) < len(paths):
+        example = next(p for p in paths if p not in kept)
+        logger.warning("%s: skipped %d %s that are links outside the folder, e.g. %s -> %s.", _fspath(folder),
+                       len(paths) - len(kept), what, example, os.path.realpath(example))
+    return kept
 
 
 # ---------------------------------------------------------------------- queries

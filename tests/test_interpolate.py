@@ -92,6 +92,7 @@ def test_prompt_template_needs_a_slot(model):
         interpolate.token_sweep(model, "<broccoli>", "<happy>", "a sticker", [0.5], **GEN)
 
 
+@pytest.mark.slow
 def test_interpolate_command_writes_sweep_and_mixed_token(tmp_path):
     from kerasemote.cli import main
     from kerasemote.embeddings import read_embeddings

@@ -81,7 +81,7 @@ def test_config_round_trips_json_and_rejects_bad_values():
     assert ModelConfig.from_dict(TINY.to_dict()) == TINY
     with pytest.raises(ValueError, match="unet_attention"):
         TINY.replace(unet_attention=(True,))
-    with pytest.raises(ValueError, match="Unknown ModelConfig keys"):
+    with pytest.raises(ValueError, match=r"config: expected only the keys .*found unknown keys \['bogus'\]"):
         ModelConfig.from_dict({"bogus": 1})
     with pytest.raises(ValueError, match="prediction_type"):
         TINY.replace(prediction_type="x0")

@@ -93,7 +93,7 @@ def _copy_sample(tmp_path: Path, rows: list[dict]) -> Path:
 def test_a_row_whose_file_leaves_the_folder_is_refused_naming_file_row_and_field(tmp_path, escape):
     (tmp_path / "outside.png").write_bytes((SAMPLE / SAMPLE_ROWS[0]["file"]).read_bytes())
     folder = _copy_sample(tmp_path, [SAMPLE_ROWS[0], dict(SAMPLE_ROWS[1], file=escape)])
-    with pytest.raises(ValueError, match=r"^\S*sample/metadata.jsonl:2: field 'file' must be a path inside "
+    with pytest.raises(ValueError, match=r"^\S*sample/metadata.jsonl:2: field 'file' expected a relative path inside "
                                          r".*sample, found '" + re.escape(escape) + "'.$"):
         samples.prepared_records(folder, "noto")
 

@@ -109,6 +109,12 @@ def test_a_tampered_weight_file_is_refused_naming_file_and_key(model, tmp_path):
     key = "unet/conv_in/kernel"
     arrays[key] = arrays[key][..., :2]
     weights.save_arrays(path, arrays, manifest)
+    with pytest.raises(ValueError, match=r"unet\.npz: not the unet that .*config\.json names"):
+        StableDiffusion.load(str(tmp_path / "m"))  # its checksum no longer matches config.json
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    for field in ("model_id", "part_bytes", "part_sha256"):
+        del config[field]  # a folder saved without checksums: the key and shape checks still refuse it
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"unet\.npz.*conv_in/kernel|conv_in/kernel.*unet\.npz"):
         StableDiffusion.load(str(tmp_path / "m"))
 

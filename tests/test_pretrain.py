@@ -162,6 +162,7 @@ def _latent_drift(model, anchor, images) -> float:
     return float(np.mean(np.square(model.vae_encoder(x)[..., :4] - anchor(x)[..., :4])))
 
 
+@pytest.mark.slow
 def test_replacement_vae_anchor_holds_its_latents_near_the_warm_starts(prepared, tmp_path):
     images, _, tokens = read_prepared(prepared, SIZE)
     drifts = {}
@@ -184,6 +185,7 @@ def test_replace_vae_needs_a_warm_start_that_it_does_not_overwrite(prepared, tmp
                  export_dir=str(tmp_path / "m/"), progress=False)
 
 
+@pytest.mark.slow
 def test_replace_vae_keeps_the_warm_starts_text_encoder_and_unet(prepared, tmp_path):
     _, _, tokens = read_prepared(prepared, SIZE)
     start_dir, out = str(tmp_path / "start"), str(tmp_path / "run")

@@ -16,6 +16,7 @@ from typing import Sequence, Union
 import numpy as np
 from PIL import Image
 
+from kerasemote import storage
 from kerasemote.data.images import IMAGE_EXTENSIONS, read_image, shape_image
 
 # The contact sheets kerasemote writes beside the images it generates (generate, interpolate, demo):
@@ -97,12 +98,14 @@ def array_to_rgb(images: np.ndarray, size: int, name: str = "images") -> np.ndar
     return np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
 
 
-def list_images(folder: PathLike) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name."""
+def list_images(folder: PathLike, root: PathLike | None = None) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name; links resolving outside ``root`` (default
+    ``folder``) are left out and counted in a warning."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"Image folder {os.fspath(folder)!r} does not exist.")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = sorted(str(p) for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return [Path(p) for p in storage.keep_within(folder if root is None else root, files)]
 
 
 def list_labelled_folder(folder: PathLike, split: str | None = None) -> tuple[list[Path], list[str]]:
@@ -127,7 +130,7 @@ def list_labelled_folder(folder: PathLike, split: str | None = None) -> tuple[li
     paths: list[Path] = []
     labels: list[str] = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = list_images(sub)
+        files = list_images(sub, root=folder)
         paths.extend(files)
         labels.extend([sub.name] * len(files))
     if not paths:

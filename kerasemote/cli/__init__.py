@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     from kerasemote import __version__
 
     parser.add_argument("--version", action="version", version=f"kerasemote {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (as does the environment variable KERASEMOTE_DEBUG=1)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
@@ -42,17 +44,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; an error it raises prints as one line ``kerasemote CMD: error: ...`` and returns 1.
+
+    ``--debug`` (or ``KERASEMOTE_DEBUG``) lets the error through with its traceback. Outputs
+    (``--out``) are checked for write access before the command runs.
+    """
+    from kerasemote.cli._common import check_outputs, describe_error
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
+        check_outputs(args)
         result = args.func(args)
-    except (FileNotFoundError, FileExistsError, ImportError, ValueError, RuntimeError, KeyError) as err:
-        if os.environ.get("KERASEMOTE_DEBUG"):
+    except Exception as err:  # KeyboardInterrupt and SystemExit pass through
+        if args.debug or os.environ.get("KERASEMOTE_DEBUG"):
             raise
-        print(f"kerasemote {args.command}: error: {err}", file=sys.stderr)
+        out = getattr(args, "out", None)
+        print(f"kerasemote {args.command}: error: {describe_error(err, out if isinstance(out, str) else None)}",
+              file=sys.stderr)
         return 1
     return int(result or 0)
 

@@ -8,9 +8,16 @@ command at once.
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
+import errno
+import math
+import os
+import struct
+import sys
 import types
 import typing
+import zipfile
 from typing import Any, Sequence
 
 import numpy as np
@@ -49,17 +56,28 @@ def add_adapter_arguments(parser: argparse.ArgumentParser, embeddings_help: str,
     parser.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]", help=lora_help)
 
 
+def lora_arguments(loras: Sequence[str]) -> list[tuple[str, float]]:
+    """``--lora FILE[:SCALE]`` values as ``(file, scale)``, refusing a scale that is not finite."""
+    from kerasemote.lora_files import parse_lora_argument
+
+    parsed = [parse_lora_argument(text) for text in loras]
+    for text, (_, scale) in zip(loras, parsed):
+        if not math.isfinite(scale):
+            raise ValueError(f"--lora {text}: expected a finite SCALE, found {scale}.")
+    return parsed
+
+
 def apply_adapters(model: Any, embeddings: Sequence[str], loras: Sequence[str]) -> None:
     """Load ``--embeddings`` files and merge ``--lora FILE[:SCALE]`` adapters into ``model``."""
+    parsed = lora_arguments(loras)
     if embeddings:
         from kerasemote.embeddings import load_embeddings
 
         tokens = load_embeddings(model, list(embeddings))
         print(f"tokens: {' '.join(tokens)}")
-    for text in loras:
-        from kerasemote.lora_files import apply_lora, parse_lora_argument
+    for path, scale in parsed:
+        from kerasemote.lora_files import apply_lora
 
-        path, scale = parse_lora_argument(text)
         apply_lora(model, path, scale)
 
 
@@ -82,6 +100,27 @@ def sampling_options(args: argparse.Namespace) -> dict[str, Any]:
     """The ``generate`` keyword arguments that ``add_sampler_arguments`` and ``add_size_arguments`` set."""
     return dict(steps=args.steps, guidance=args.guidance, sampler=args.sampler, height=args.height,
                 width=args.width)
+
+
+def option_flag(name: str) -> str:
+    """A keyword argument's command-line option: ``num_images`` -> ``--num-images``."""
+    return "--" + name.replace("_", "-")
+
+
+def check_sampling_args(args: argparse.Namespace, model: Any = None, **more: Any) -> None:
+    """Refuse ``sampling_options(args)`` (and ``more`` of ``generate``'s options) no generation can use.
+
+    Called before loading the model, so a bad value fails at once, and again with ``model`` to
+    check sizes against its VAE factor (``kerasemote.pipeline.check_generation`` holds the limits).
+
+    Raises:
+        ValueError: one line naming the option, what it expects and the value given.
+    """
+    from kerasemote.pipeline import check_generation
+
+    options = {k: v for k, v in sampling_options(args).items() if k != "sampler"}
+    factor = 1 if model is None else model.config.vae_downsample
+    check_generation(**options, **more, factor=factor, name=option_flag)
 
 
 def add_dtype_argument(
@@ -107,6 +146,92 @@ def save_images_and_grid(
     paths = image_io.save_images(images, out, prefix=prefix)
     grid_options = {} if cols is None else {"cols": cols}
     return paths, image_io.save_grid(images, storage.join(out, "grid.png"), **grid_options)
+
+
+# ---------------------------------------------------------------------- outputs and errors
+
+OUTPUT_OPTIONS = ("out", "export")
+"""Argument names (``args.<name>``) that name where a command writes; ``check_outputs`` probes them."""
+
+
+def check_output_writable(path: str, option: str = "--out") -> None:
+    """Refuse an output this process cannot write, before the work that would fill it.
+
+    A ``gs://`` output is probed (one empty object written and deleted); a local one by the
+    permissions of its nearest existing folder. ``kerasemote train`` can call it on ``--out``.
+
+    Raises:
+        OSError: one line naming ``option``, the path and why (``StorageAuthError`` for ``gs://``).
+    """
+    from kerasemote import storage
+
+    if storage.is_gcs(path):
+        from kerasemote import storage_gcs
+
+        storage_gcs.check_writable(path)
+        return
+    folder = os.path.abspath(path)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if os.path.isdir(folder) and not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"{option} {path}: expected a folder this user can write to, found {folder} "
+                              "read-only.")
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """``check_output_writable`` on each of ``OUTPUT_OPTIONS`` that the command has and is set."""
+    for name in OUTPUT_OPTIONS:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value:
+            check_output_writable(value, option_flag(name))
+
+
+def _error_classes() -> tuple[type, ...]:
+    """What the project and the readers it calls raise for bad input or a failing system (not a bug)."""
+    found: list[type] = [ValueError, LookupError, OSError, EOFError, RuntimeError, ImportError, MemoryError,
+                         ArithmeticError, zipfile.BadZipFile, struct.error, csv.Error]
+    # Only libraries already imported can have raised: look them up instead of importing them.
+    for module, name in (("safetensors", "SafetensorError"), ("tensorflow", "errors.OpError"),
+                         ("google.api_core.exceptions", "GoogleAPIError"),
+                         ("google.auth.exceptions", "GoogleAuthError"),
+                         ("PIL.Image", "DecompressionBombError")):
+        cls = sys.modules.get(module)
+        for attribute in name.split("."):
+            cls = getattr(cls, attribute, None)
+        if isinstance(cls, type):
+            found.append(cls)
+    return tuple(found)
+
+
+# Their messages say what went wrong without saying which kind of error it is; others get the class name.
+_SELF_EXPLAINING = (ValueError, RuntimeError, ImportError, FileNotFoundError, FileExistsError, PermissionError,
+                    IsADirectoryError, NotADirectoryError)
+
+
+def describe_error(err: Exception, out: str | None = None) -> str:
+    """One line for the user about ``err``: its first line, the file it names, its kind where that helps.
+
+    Args:
+        err: the exception a command raised.
+        out: the command's output (``--out``), named when a disk filled up without naming a file.
+    """
+    if isinstance(err, KeyError):  # str(KeyError("config")) is just "'config'"
+        key = err.args[0] if err.args else None
+        return key if isinstance(key, str) and " " in key else f"missing key {key!r}"
+    text = str(err)
+    if isinstance(err, OSError) and err.filename and err.strerror:
+        text = f"{err.filename}: {err.strerror}"
+    elif isinstance(err, OSError) and err.errno == errno.ENOSPC and out:
+        text = f"no space left on the device while writing {out}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    plain = type(err).__module__.startswith("kerasemote") or type(err) in _SELF_EXPLAINING
+    if not isinstance(err, _error_classes()):
+        return (f"{type(err).__name__}: {text} (an unexpected error: run `kerasemote --debug ...` for the "
+                "traceback and report it)")
+    if not text:
+        return type(err).__name__
+    return text if plain else f"{type(err).__name__}: {text}"
 
 
 # ---------------------------------------------------------------------- options from a config dataclass

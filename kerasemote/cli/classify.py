@@ -13,7 +13,9 @@ from kerasemote.cli._common import (
     add_sampler_arguments,
     add_size_arguments,
     apply_adapters,
+    check_sampling_args,
     load_model_from_args,
+    lora_arguments,
     sampling_options,
 )
 
@@ -165,7 +167,12 @@ def register_evaluate_concepts(subparsers) -> None:
 def run_evaluate_concepts(args: argparse.Namespace) -> int:
     from kerasemote.classification import evaluate_concepts, load_classifier
 
+    if args.n < 1:
+        raise ValueError(f"--n: expected at least 1 image per concept, found {args.n}.")
+    check_sampling_args(args)
+    lora_arguments(args.lora)
     model = load_model_from_args(args)
+    check_sampling_args(args, model)
     apply_adapters(model, args.embeddings, args.lora)
     report = evaluate_concepts(
         model, load_classifier(args.classifier), args.prompt, args.concepts, num_images=args.n,

@@ -10,6 +10,8 @@ from kerasemote.cli._common import (
     add_sampler_arguments,
     add_size_arguments,
     apply_adapters,
+    check_sampling_args,
+    lora_arguments,
     load_model_from_args,
     sampling_options,
     save_images_and_grid,
@@ -55,14 +57,22 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from kerasemote import images as image_io
     from kerasemote.weights import load_npy
 
+    more = dict(num_images=args.num_images, strength=args.strength, eta=args.eta)
+    check_sampling_args(args, **more)
+    lora_arguments(args.lora)
     model = load_model_from_args(args)
+    check_sampling_args(args, model, **more)
     apply_adapters(model, args.embeddings, args.lora)
     init_latents = None
     if args.init_noise:
         init_latents = load_npy(args.init_noise, expected_shape=(None, None, None, model.config.latent_channels))
+        if not np.isfinite(init_latents).all():
+            raise ValueError(f"--init-noise {args.init_noise}: expected finite values, found NaN or infinity.")
     init_image = None
     if args.init_image:
         size = None if args.height is None else (args.height, args.width or args.height)

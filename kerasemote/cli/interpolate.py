@@ -8,6 +8,7 @@ from kerasemote.cli._common import (
     add_model_arguments,
     add_sampler_arguments,
     add_size_arguments,
+    check_sampling_args,
     load_model_from_args,
     sampling_options,
     save_images_and_grid,
@@ -51,7 +52,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("Give either --embeddings A B (two learned concepts) or --prompts P1 P2 [P3 P4].")
     if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}.")
+    if args.alpha is None and args.num < 2:
+        raise ValueError(f"--num: expected at least 2 fractions, found {args.num}.")
+    check_sampling_args(args)
     model = load_model_from_args(args)
+    check_sampling_args(args, model)
     alphas = [args.alpha] if args.alpha is not None else interpolate.fractions(args.num)
     gen = sampling_options(args)
 

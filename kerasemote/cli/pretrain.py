@@ -9,6 +9,7 @@ import numpy as np
 
 
 def register(subparsers) -> None:
+    from kerasemote.cli.train import add_run_folder_arguments
     from kerasemote.pretrain.settings import PretrainSettings
 
     d = PretrainSettings()
@@ -67,13 +68,15 @@ def register(subparsers) -> None:
     p.add_argument("--init-from", default=None, metavar="MODEL_DIR",
                    help="warm start from a model directory of this recipe: its VAE is kept (or replaced: "
                         "--replace-vae-steps) and its text encoder and UNet continue training")
-    p.add_argument("--resume", action="store_true", help="continue every stage from the newest checkpoints in --out")
+    add_run_folder_arguments(p, action="store_true", help="continue every stage from the newest checkpoints in --out")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from kerasemote.pretrain import PretrainSettings, pretrain
+    from kerasemote.pretrain.settings import TEXT_TO_IMAGE_DIR, VAE_STAGE_DRAWS
+    from kerasemote.training.runlock import claim, clear_previous_run
 
     settings = PretrainSettings(
         config=args.config, vae_steps=args.vae_steps, vae_batch_size=args.vae_batch_size,
@@ -89,8 +92,12 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, checkpoint_every=args.checkpoint_every, validate_every=args.validate_every,
         export_every=args.export_every,
     )
-    result = pretrain(args.data, args.out, settings, resume=args.resume, init_from=args.init_from,
-                      export_dir=args.export, progress=not args.no_progress)
+    stages = (*VAE_STAGE_DRAWS, TEXT_TO_IMAGE_DIR)  # the recipe's folders inside --out
+    with claim(args.out, args.resume, args.overwrite, args.force_unlock, entries=stages) as clear:
+        if clear:
+            clear_previous_run(args.out, entries=stages)
+        result = pretrain(args.data, args.out, settings, resume=args.resume, init_from=args.init_from,
+                          export_dir=args.export, progress=not args.no_progress)
     psnr = result.vae.get("test_psnr_db")
     loss = (f"mean loss of the last 50 steps {np.mean(result.losses[-50:]):.4f}" if result.losses
             else "no text encoder + UNet step to run (the warm start is there already)")

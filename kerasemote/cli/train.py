@@ -73,9 +73,24 @@ def _add_run_arguments(p: argparse.ArgumentParser, default_lr: float) -> None:
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--validate-every", type=int, default=0, help="validation images every N steps (0: never)")
     p.add_argument("--validation-prompt", action="append", default=[], help="repeatable")
-    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="PATH",
-                   help="continue from the newest checkpoint in --out, or from PATH (run folder, checkpoint, "
-                        "or for textual inversion an embeddings .npy/.npz)")
+    add_run_folder_arguments(p, nargs="?", const=True, default=False, metavar="PATH",
+                             help="continue from the newest checkpoint in --out, or from PATH (run folder, "
+                                  "checkpoint, or for textual inversion an embeddings .npy/.npz)")
+
+
+def add_run_folder_arguments(p: argparse.ArgumentParser, **resume) -> None:
+    """``--resume`` (its argparse settings in ``resume``), ``--overwrite`` (exclusive with it) and ``--force-unlock``.
+
+    ``kerasemote train`` and ``kerasemote pretrain`` share them: one run per ``--out`` folder.
+    """
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", **resume)
+    group.add_argument("--overwrite", action="store_true",
+                       help="when --out holds another run's files (checkpoints, outputs, logs): delete them and "
+                            "start afresh (without it such a folder is refused)")
+    p.add_argument("--force-unlock", action="store_true",
+                   help="take over --out's run.lock even when it names a run on another host or cannot be read "
+                        "(only when that run is gone; a lock of an ended run on this host is taken over anyway)")
 
 
 def _config(args: argparse.Namespace):
@@ -95,12 +110,16 @@ def _config(args: argparse.Namespace):
 def _run(args: argparse.Namespace, make_strategy, resume=None) -> int:
     from kerasemote.embeddings import norm_summary
     from kerasemote.training import TextualInversion, load_training_images, train
+    from kerasemote.training.runlock import claim
 
     config = _config(args)
-    model = load_model_from_args(args)
-    images = load_training_images(args.data, args.resolution or model.config.image_size, splits=args.split)
-    strategy = make_strategy(images)
-    result = train(model, strategy, images, config, args.out, resume=args.resume if resume is None else resume)
+    resume = args.resume if resume is None else resume
+    with claim(args.out, resume, args.overwrite, args.force_unlock):  # before the model loads: a busy --out fails at once
+        model = load_model_from_args(args)
+        images = load_training_images(args.data, args.resolution or model.config.image_size, splits=args.split)
+        strategy = make_strategy(images)
+        result = train(model, strategy, images, config, args.out, resume=resume, overwrite=args.overwrite,
+                       force_unlock=args.force_unlock)
     print(f"{result.status} at step {result.step}; wrote {', '.join(result.outputs) or 'nothing'}")
     if isinstance(strategy, TextualInversion):
         print(f"token norms: {norm_summary(model, strategy.placeholders, strategy.init)}")

@@ -94,10 +94,15 @@ def read_component_state(path: str) -> dict[str, np.ndarray]:
     if storage.exists(path) or not storage.exists(index):
         return torchfile.load_state_dict(path)
     folder = path.rsplit("/", 1)[0]
-    weight_map = read_json(index).get("weight_map", {})
+    weight_map = read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        found = type(weight_map).__name__ if weight_map else "nothing"
+        raise ValueError(f"{index}: field 'weight_map' expected an object of tensor -> shard file, found {found}.")
+    # Shard names come from the file: each must stay inside the component's folder.
+    shards = {storage.inside(folder, name, index, f"weight_map.{key}") for key, name in weight_map.items()}
     state = {}
-    for shard in sorted(set(weight_map.values())):
-        state.update(torchfile.load_state_dict(storage.join(folder, shard)))
+    for shard in sorted(shards):
+        state.update(torchfile.load_state_dict(shard))
     return state
 
 

@@ -11,7 +11,7 @@ import json
 from typing import Any, Mapping
 
 from kerasemote import storage
-from kerasemote.config import SD_V1, ModelConfig
+from kerasemote.config import SD_V1, ConfigError, ModelConfig
 
 _DIFFUSERS_VERSION = "0.21.0"  # written into exported configs; any version >= 0.21 reads them
 
@@ -67,8 +67,8 @@ _TEXT_FIXED: dict[str, tuple[Any, ...]] = {
 def read_json(path: str) -> dict[str, Any]:
     try:
         data = json.loads(storage.read_bytes(path).decode("utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err}).") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: expected UTF-8 JSON, found {type(err).__name__} ({err}).") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object, found {type(data).__name__}.")
     return data
@@ -220,17 +220,32 @@ def config_from_diffusers(
         ("scheduler/scheduler_config.json", _scheduler_fields),
     )
     unet_path = storage.join(root, "unet/config.json")
-    unet = _unet_fields(read_json(unet_path), unet_path)
+    unet = _read_fields(unet_path, _unet_fields)
+    origin = dict.fromkeys(unet, unet_path)  # our field -> the file that gave it, for errors
     for relative, reader in readers:
         path = storage.join(root, relative)
         if storage.exists(path):
-            fields.update(reader(read_json(path), path))
+            found = _read_fields(path, reader)
+            fields.update(found)
+            origin.update(dict.fromkeys(found, path))
     _check_agrees(unet, fields, "latent_channels", unet_path, "vae/config.json latent_channels")
     _check_agrees(unet, fields, "text_width", unet_path, "text_encoder/config.json hidden_size")
     fields.update(unet)
+    origin.update(dict.fromkeys(unet, unet_path))
     if "image_size" not in fields:
         fields["image_size"] = base.image_size
-    return base.replace(**fields)
+    try:
+        return base.replace(**fields)
+    except ConfigError as err:
+        raise err.located(origin.get(err.field, unet_path)) from None
+
+
+def _read_fields(path: str, reader: Any) -> dict[str, Any]:
+    """``reader``'s fields from one config file; a value of the wrong JSON type is named, not a traceback."""
+    try:
+        return reader(read_json(path), path)
+    except (TypeError, AttributeError, KeyError) as err:
+        raise ValueError(f"{path}: a field has a value of the wrong type ({type(err).__name__}: {err}).") from None
 
 
 def _check_agrees(unet: dict[str, Any], other: dict[str, Any], key: str, source: str, what: str) -> None:

@@ -31,6 +31,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from kerasemote import embeddings, storage, weights
+from kerasemote.config import LIMITS
 from kerasemote.convert import torchfile
 
 EMBEDDING_FORMATS = ("diffusers", "a1111")
@@ -180,6 +181,13 @@ def _rows(source: str, token: str, array: Any) -> np.ndarray:
     if array.ndim != 2 or 0 in array.shape:
         raise weights.WeightFileError(
             f"{source}: key {token!r} expected shape (num_vectors, dim), found {array.shape}."
+        )
+    # A token's rows go into a prompt of at most max_length tokens, each row text_width wide.
+    most_vectors, widest = LIMITS["max_length"], LIMITS["text_width"]
+    if array.shape[0] > most_vectors or array.shape[1] > widest:
+        raise weights.WeightFileError(
+            f"{source}: key {token!r} expected at most {most_vectors} vectors of width at most {widest}, "
+            f"found shape {array.shape}."
         )
     return array.astype("float32")
 

@@ -87,7 +87,11 @@ def _read_layer(group, source: str, name: str) -> LegacyLayer | None:
                 f"{source}: layer {name!r} lists weight {weight_name!r} in 'weight_names' "
                 "but holds no such dataset."
             )
-        array = np.asarray(dataset[()])
+        _check_stored(dataset, source, name, weight_name)
+        try:
+            array = np.asarray(dataset[()])
+        except OSError as err:  # a damaged chunk
+            raise WeightFileError(f"{source}: layer {name!r} weight {weight_name!r} is unreadable ({err}).") from None
         if array.dtype.kind != "f":
             raise WeightFileError(
                 f"{source}: layer {name!r} weight {weight_name!r} expected a float array, "
@@ -95,6 +99,21 @@ def _read_layer(group, source: str, name: str) -> LegacyLayer | None:
             )
         arrays.append(array)
     return LegacyLayer(name, weight_names, arrays) if arrays else None
+
+
+# An HDF5 dataset may declare any shape and store nothing (its fill value stands in), or store
+# compressed chunks; one that inflates more than this over its stored bytes is refused unread.
+_MAX_INFLATE = 16
+_SMALL_DATASET = 2**20
+
+
+def _check_stored(dataset, source: str, name: str, weight_name: str) -> None:
+    stored = dataset.id.get_storage_size()
+    if dataset.nbytes > max(_MAX_INFLATE * stored, _SMALL_DATASET):
+        raise WeightFileError(
+            f"{source}: layer {name!r} weight {weight_name!r} (shape {dataset.shape}) needs {dataset.nbytes} "
+            f"bytes but the file stores {stored} for it."
+        )
 
 
 def read_legacy_h5(path: storage.PathLike) -> list[LegacyLayer]:

@@ -49,6 +49,7 @@ from kerasemote.config import SD_V1, ModelConfig
 from kerasemote.convert import torchfile
 from kerasemote.convert.layout import listed_keys
 from kerasemote.convert.lora_names import kohya_name, layer_path, ldm_kohya_names, module_from_kohya, module_name
+from kerasemote.convert.safetensors_file import safetensors_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -306,10 +307,7 @@ def lora_from_layers(layers: Mapping[str, LayerLoRA], manifest: Mapping[str, Any
 
 def _read_metadata(path: str) -> dict[str, Any] | None:
     """diffusers' LoraConfig JSON from a safetensors header, or None."""
-    from safetensors import safe_open
-
-    with storage.local_copy(path) as filename, safe_open(filename, framework="numpy") as f:
-        raw = (f.metadata() or {}).get(METADATA_KEY)
+    raw = safetensors_metadata(path).get(METADATA_KEY)
     if not raw:
         return None
     try:

@@ -39,7 +39,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from kerasemote import storage
-from kerasemote.config import SD_V1, ModelConfig
+from kerasemote.config import SD_V1, ConfigError, ModelConfig
 from kerasemote.convert import naming, torchfile
 from kerasemote.convert.layout import (
     COMPONENTS,
@@ -280,7 +280,10 @@ def config_from_single_file(
             )
     fields.update(unet)
     fields.update(_schedule_config(state))
-    return base.replace(**fields)
+    try:
+        return base.replace(**fields)
+    except ConfigError as err:
+        raise err.located(source) from None
 
 
 # ---------------------------------------------------------------------- convert / export

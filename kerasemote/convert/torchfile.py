@@ -2,8 +2,7 @@
 
 Supported:
 
-* ``.safetensors`` (via the ``safetensors`` package; bfloat16 tensors, which NumPy
-  has no dtype for, are widened to float32 from the raw bytes);
+* ``.safetensors`` (read and checked by ``kerasemote.convert.safetensors_file``);
 * ``.bin`` / ``.ckpt`` / ``.pt`` written by ``torch.save`` since PyTorch 1.6: a zip
   holding ``<name>/data.pkl`` (the object tree) and ``<name>/data/<key>`` (raw
   storage bytes).
@@ -25,7 +24,7 @@ Legacy (non-zip) torch files are refused with instructions to re-save them.
 from __future__ import annotations
 
 import collections
-import json
+import os
 import pickle
 import struct
 import zipfile
@@ -34,6 +33,8 @@ from typing import Any
 import numpy as np
 
 from kerasemote import storage
+from kerasemote.convert.safetensors_file import bfloat16_to_float32, read_safetensors
+from kerasemote.weights import WeightFileError
 
 _PICKLE_PROTO = b"\x80"
 _ZIP_MAGIC = b"PK"
@@ -52,61 +53,32 @@ _STORAGE_DTYPES = {
     "BoolStorage": np.bool_,
 }
 
-_SAFETENSORS_DTYPES = {
-    "F64": np.float64,
-    "F32": np.float32,
-    "F16": np.float16,
-    "I64": np.int64,
-    "I32": np.int32,
-    "I16": np.int16,
-    "I8": np.int8,
-    "U8": np.uint8,
-    "BOOL": np.bool_,
-}
-
-
 class UnsafePickleError(pickle.UnpicklingError, ValueError):
     """A pickle asked for something other than tensors and plain containers."""
 
 
-def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
-    """Widen raw bfloat16 bits (uint16) to float32: they are a float32's top 16 bits."""
-    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
-
-
-# ---------------------------------------------------------------------- safetensors
-
-
-def _safetensors_header(filename: str) -> tuple[dict[str, Any], int]:
-    """The JSON header and the byte offset where tensor data starts."""
-    with open(filename, "rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(length)), 8 + length
-
-
-def _read_safetensors(filename: str) -> dict[str, np.ndarray]:
-    from safetensors import safe_open
-
-    header, data_start = _safetensors_header(filename)
-    arrays = {}
-    with safe_open(filename, framework="numpy") as f:
-        for key in f.keys():
-            dtype = header[key]["dtype"]
-            if dtype == "BF16":
-                begin, end = header[key]["data_offsets"]
-                bits = np.fromfile(filename, dtype="<u2", count=(end - begin) // 2, offset=data_start + begin)
-                arrays[key] = bfloat16_to_float32(bits).reshape(header[key]["shape"])
-            elif dtype in _SAFETENSORS_DTYPES:
-                arrays[key] = f.get_tensor(key)
-            else:
-                raise ValueError(
-                    f"{filename}: key {key!r} has dtype {dtype}; expected one of "
-                    f"{sorted(_SAFETENSORS_DTYPES) + ['BF16']}."
-                )
-    return arrays
-
-
 # ---------------------------------------------------------------------- torch zip pickles
+
+
+# A storage entry torch writes is stored, not deflated; one that deflates more than this is a zip
+# bomb (1 KB of zip asking for GBs of zeros), refused before it is inflated.
+_MAX_DEFLATE_RATIO = 16
+_SMALL_ENTRY = 2**20
+
+
+def _entry_size(zf: zipfile.ZipFile, member: str, source: str) -> int:
+    """The bytes a zip entry inflates to, refused when its stored bytes cannot hold them."""
+    info = zf.getinfo(member)
+    # A forged directory can claim any sizes: the stored bytes are at most the archive's.
+    limit = min(info.compress_size, os.path.getsize(zf.filename)) if zf.filename else info.compress_size
+    if info.compress_type != zipfile.ZIP_STORED:
+        limit = max(_MAX_DEFLATE_RATIO * info.compress_size, _SMALL_ENTRY)
+    if info.file_size > limit:
+        raise WeightFileError(
+            f"{source}: zip entry {member!r} claims {info.file_size} bytes but the file holds "
+            f"{info.compress_size} for it (limit {limit})."
+        )
+    return info.file_size
 
 
 class _Storage:
@@ -115,22 +87,28 @@ class _Storage:
     def __init__(self, zf: zipfile.ZipFile, member: str, dtype: Any, source: str, key: str):
         self._zf, self._member, self.dtype, self.source, self.key = zf, member, dtype, source, key
         self._array: np.ndarray | None = None
+        self.nbytes = _entry_size(zf, member, source)
+
+    @property
+    def itemsize(self) -> int:
+        return 2 if self.dtype == "bfloat16" else np.dtype(self.dtype).itemsize
 
     def array(self) -> np.ndarray:
         """The whole storage as a flat array (read once, into one writable buffer)."""
         if self._array is None:
-            raw = np.empty(self._zf.getinfo(self._member).file_size, dtype=np.uint8)
+            raw = np.empty(self.nbytes, dtype=np.uint8)
             with self._zf.open(self._member) as f:
                 filled = 0
                 while filled < raw.size:
                     n = f.readinto(memoryview(raw)[filled:])
                     if not n:
-                        raise ValueError(f"{self.source}: storage entry {self._member!r} is truncated.")
+                        raise WeightFileError(f"{self.source}: storage entry {self._member!r} is truncated.")
                     filled += n
+            usable = raw[: raw.size - raw.size % self.itemsize]
             if self.dtype == "bfloat16":
-                self._array = bfloat16_to_float32(raw.view("<u2"))
+                self._array = bfloat16_to_float32(usable.view("<u2"))
             else:
-                self._array = raw.view(np.dtype(self.dtype).newbyteorder("<"))
+                self._array = usable.view(np.dtype(self.dtype).newbyteorder("<"))
         return self._array
 
 
@@ -140,30 +118,86 @@ class _StorageType:
         self.dtype = _STORAGE_DTYPES[name]
 
 
-def _rebuild_tensor(storage: _Storage, offset: int, size: tuple, stride: tuple, *_: Any) -> np.ndarray:
-    """NumPy copy of ``storage[offset:]`` viewed with ``size`` and element ``stride``."""
-    flat = storage.array()
-    size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
-    if len(size) != len(stride) or min(size + stride + (offset,), default=0) < 0:
-        raise UnsafePickleError(
-            f"{storage.source}: storage {storage.key!r} has an invalid view "
-            f"(offset {offset}, size {size}, stride {stride})."
+class _Tensor:
+    """A tensor named by the pickle: checked and read only once its state-dict key is known."""
+
+    def __init__(self, storage: _Storage, offset: Any, size: Any, stride: Any):
+        self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
+
+
+def _rebuild_tensor(storage: _Storage, offset: int, size: tuple, stride: tuple, *_: Any) -> _Tensor:
+    if not isinstance(storage, _Storage):
+        raise UnsafePickleError(f"a tensor must be built from a storage, found {type(storage).__name__}.")
+    return _Tensor(storage, offset, size, stride)
+
+
+def _view_problem(tensor: _Tensor) -> str | None:
+    """Why ``tensor`` cannot be read from its storage without reading past it or inflating it; or None."""
+    offset, size, stride = tensor.offset, tensor.size, tensor.stride
+    tuples = isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride)
+    if not tuples or not all(isinstance(n, int) and not isinstance(n, bool) for n in (offset, *size, *stride)):
+        return f"expected integer offset, size and stride of one length, found {offset!r}, {size!r}, {stride!r}"
+    if min(size + (offset,), default=0) < 0:
+        return f"expected sizes and offset >= 0, found offset {offset}, size {size}"
+    itemsize, present = tensor.storage.itemsize, tensor.storage.nbytes
+    count = int(np.prod(size, dtype=object))
+    needed = count * itemsize
+    # Every element of a view must come from its own bytes of the storage: a zero or overlapping
+    # stride (``zeros(1).expand(20000, 20000)``) would turn a few bytes into gigabytes.
+    if count and offset * itemsize + needed > present:
+        return f"needs {needed} bytes (size {size}) but its storage holds {max(present - offset * itemsize, 0)}"
+    if any(s <= 0 for n, s in zip(size, stride) if n > 1):
+        return f"expected strides > 0, found stride {stride} (size {size})"
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if count else offset
+    if count and (last + 1) * itemsize > present:
+        return f"reads byte {(last + 1) * itemsize} (stride {stride}) but its storage holds {present}"
+    return None
+
+
+class _Materializer:
+    """Replace every ``_Tensor`` of an unpickled tree by a NumPy array, each view checked first."""
+
+    def __init__(self, source: str, present: int):
+        self.source, self.budget = source, present
+        # A pickle can reference one object from many places (its memo): each is converted once,
+        # so nesting that doubles at every level costs no more than the objects themselves.
+        self._done: dict[int, Any] = {}
+
+    def __call__(self, obj: Any, key: str = "") -> Any:
+        if not isinstance(obj, (_Tensor, dict, list, tuple)):
+            return obj
+        if id(obj) not in self._done:
+            self._done[id(obj)] = self._convert(obj, key)
+        return self._done[id(obj)]
+
+    def _convert(self, obj: Any, key: str) -> Any:
+        if isinstance(obj, _Tensor):
+            return self._array(obj, key or "<root>")
+        if isinstance(obj, dict):
+            items = [(k, self(v, f"{key}.{k}" if key else str(k))) for k, v in obj.items()]
+            return type(obj)(items) if isinstance(obj, collections.OrderedDict) else dict(items)
+        return type(obj)(self(v, f"{key}[{i}]") for i, v in enumerate(obj))
+
+    def _array(self, tensor: _Tensor, key: str) -> np.ndarray:
+        problem = _view_problem(tensor)
+        if problem:
+            raise WeightFileError(f"{self.source}: tensor {key!r} {problem}.")
+        flat, size, stride, offset = tensor.storage.array(), tensor.size, tensor.stride, tensor.offset
+        count = int(np.prod(size, dtype=object))
+        if count == 0:
+            return np.zeros(size, dtype=flat.dtype)
+        if stride == _contiguous_strides(size) or count == 1:
+            return flat[offset : offset + count].reshape(size)  # no copy: most tensors own their storage
+        # A strided view (slice, transpose) is copied; all copies together stay within the file's bytes.
+        self.budget -= count * flat.itemsize
+        if self.budget < 0:
+            raise WeightFileError(
+                f"{self.source}: tensor {key!r}: strided views need more bytes in all than the file's storages hold."
+            )
+        view = np.lib.stride_tricks.as_strided(
+            flat[offset:], shape=size, strides=tuple(s * flat.itemsize for s in stride), writeable=False
         )
-    if 0 in size:
-        return np.zeros(size, dtype=flat.dtype)
-    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
-    if last >= flat.size:
-        raise UnsafePickleError(
-            f"{storage.source}: storage {storage.key!r} holds {flat.size} elements but a tensor "
-            f"(offset {offset}, size {size}, stride {stride}) reads element {last}."
-        )
-    count = int(np.prod(size))
-    if stride == _contiguous_strides(size):
-        return flat[offset : offset + count].reshape(size)  # no copy: most tensors own their storage
-    view = np.lib.stride_tricks.as_strided(
-        flat[offset:], shape=size, strides=tuple(s * flat.itemsize for s in stride), writeable=False
-    )
-    return np.array(view)  # a real view (slice, transpose): contiguous copy
+        return np.array(view)
 
 
 def _contiguous_strides(size: tuple[int, ...]) -> tuple[int, ...]:
@@ -268,9 +302,14 @@ def load_torch_zip(path: storage.PathLike) -> Any:
         The saved object with every tensor replaced by a NumPy array (bfloat16 ->
         float32; other dtypes kept).
 
+    Every tensor's offset, size and strides are checked against the bytes its storage
+    holds before it is read, so a few bytes can never expand into gigabytes.
+
     Raises:
         UnsafePickleError: the pickle names a function or class outside the allowlist.
-        ValueError: a legacy non-zip file, or a malformed zip.
+        WeightFileError: a tensor needing more bytes than its storage holds, a damaged zip
+            or pickle; one line naming the file (and the tensor's key).
+        ValueError: a legacy non-zip file.
     """
     source = storage._fspath(path)
     with storage.local_copy(source) as filename:
@@ -285,12 +324,33 @@ def load_torch_zip(path: storage.PathLike) -> Any:
             )
         if magic != _ZIP_MAGIC:
             raise ValueError(f"{source}: not a torch zip file (starts with {magic!r}, expected b'PK').")
-        with zipfile.ZipFile(filename) as zf:
-            member = _pickle_member(zf, source)
-            prefix = member[: -len("data.pkl")]
-            _check_byteorder(zf, prefix, source)
-            with zf.open(member) as pkl:
-                return _RestrictedUnpickler(pkl, zf, prefix, source).load()
+        try:
+            return _unpickle_zip(filename, source)
+        except ValueError:
+            raise
+        except _MALFORMED as err:
+            # A damaged zip or pickle stream: name the file instead of showing the parser's traceback.
+            raise WeightFileError(f"{source}: not a readable torch zip file ({type(err).__name__}: {err}).") from None
+
+
+# What a damaged zip or pickle stream raises (ValueError subclasses pass through as they are).
+_MALFORMED = (
+    pickle.UnpicklingError, zipfile.BadZipFile, EOFError, struct.error, TypeError, IndexError,
+    KeyError, AttributeError, OverflowError, RecursionError, MemoryError, OSError,
+)
+
+
+def _unpickle_zip(filename: str, source: str) -> Any:
+    with zipfile.ZipFile(filename) as zf:
+        member = _pickle_member(zf, source)
+        prefix = member[: -len("data.pkl")]
+        _check_byteorder(zf, prefix, source)
+        _entry_size(zf, member, source)
+        with zf.open(member) as pkl:
+            unpickler = _RestrictedUnpickler(pkl, zf, prefix, source)
+            obj = unpickler.load()
+        present = sum(s.nbytes for s in unpickler._storages.values())
+        return _Materializer(source, present)(obj)
 
 
 # ---------------------------------------------------------------------- state dicts
@@ -320,7 +380,7 @@ def load_state_dict(path: storage.PathLike) -> dict[str, np.ndarray]:
     source = storage._fspath(path)
     if source.endswith(".safetensors"):
         with storage.local_copy(source) as filename:
-            return _read_safetensors(filename)
+            return read_safetensors(filename, source)
     return _flat_arrays(load_torch_zip(source), source)
 
 

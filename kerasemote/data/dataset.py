@@ -60,6 +60,10 @@ def read_metadata(directory: str | os.PathLike) -> list[dict]:
                              f"found {sorted(row)}.")
         if row["split"] not in SPLITS:
             raise ValueError(f"{path}:{number}: key 'split' must be one of {list(SPLITS)}, found {row['split']!r}.")
+        for key in ("caption", "vendor", "label"):
+            if not isinstance(row[key], str) and not (key == "label" and row[key] is None):
+                raise ValueError(f"{path}:{number}: key {key!r} expected text, found {row[key]!r}.")
+        storage.inside(directory, row["file"], f"{path}:{number}", "file")  # image names stay in the set
         rows.append(row)
     return rows
 
@@ -247,11 +251,14 @@ def dataset_from_folder(directory: str | os.PathLike, size: int = 512, **options
     Raises:
         ValueError: naming the images that have no caption, metadata row or concept folder.
     """
-    from kerasemote.data.sources.folder import folder_records
+    from kerasemote.data.sources.folder import LINK_OUTSIDE, folder_records, warn_links
 
     items = list(folder_records(directory))
-    skipped = [item for item in items if isinstance(item, SkippedItem)]
+    links = [item for item in items if isinstance(item, SkippedItem) and item.reason == LINK_OUTSIDE]
+    skipped = [item for item in items if isinstance(item, SkippedItem) and item.reason != LINK_OUTSIDE]
     if skipped:
         raise ValueError(f"{directory}: {len(skipped)} images have no caption ({skipped[0].detail}), e.g. "
                          f"{', '.join(item.origin for item in skipped[:3])}.")
+    if links:
+        warn_links(directory, links)
     return dataset_from_records([item for item in items if isinstance(item, EmojiRecord)], size, **options)

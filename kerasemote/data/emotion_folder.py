@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from kerasemote.data.emotions import EMOTION_EMOJI, EMOTION_PROMPTS
+from kerasemote.data.images import open_image_file, to_rgba
 from kerasemote.data.names import emoji_to_codepoints
 from kerasemote.data.sources.packaged import openmoji_font_path, twemoji_png_dir
 
@@ -55,8 +56,7 @@ def render_openmoji(char: str, size: int = 72) -> Image.Image:
 def emoji_image(char: str, source: str, size: int = 72) -> Image.Image:
     """RGBA image (size, size) of one single-code-point emoji (``"🥦"``) from ``source`` (twemoji | openmoji)."""
     if source == "twemoji":
-        with Image.open(twemoji_png(char)) as image:
-            return image.convert("RGBA").resize((size, size), Image.Resampling.BILINEAR)
+        return to_rgba(open_image_file(twemoji_png(char))).resize((size, size), Image.Resampling.BILINEAR)
     if source == "openmoji":
         return render_openmoji(char, size)
     raise ValueError(f"Emoji source is {source!r}; expected one of {SOURCES}.")

@@ -19,7 +19,8 @@ import binascii
 import io
 import os
 import re
-from typing import Union
+import warnings
+from typing import BinaryIO, Union
 
 import numpy as np
 from PIL import Image, ImageColor
@@ -38,6 +39,9 @@ RESAMPLING = {
     "nearest": Image.Resampling.NEAREST,
 }
 WHITE: Color = (255, 255, 255)
+# The most pixels an image may have (8192 x 8192); checked on the header before decoding. PIL's own
+# default only warns up to twice its limit and then decodes, so a small PNG could ask for gigabytes.
+MAX_IMAGE_PIXELS = 8192 * 8192
 _DATA_URI = re.compile(r"^data:image/[A-Za-z0-9.+-]+;base64,", re.IGNORECASE)
 
 
@@ -56,12 +60,11 @@ def parse_color(value: str | Color) -> Color:
 def open_image_file(path: str | os.PathLike) -> Image.Image:
     """Decode an image file (local, Drive or gs://) fully; every failure becomes ``BadImageError``."""
     try:
-        with storage.open_read(path) as file, Image.open(file) as image:
-            image.load()
-            return image.convert("RGBA") if image.mode == "P" else image.copy()
+        with storage.open_read(path) as file:
+            return _decode(file, os.fspath(path))
     except FileNotFoundError:
         raise BadImageError("missing file", os.fspath(path)) from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+    except OSError as error:
         raise BadImageError("unreadable image", f"{os.fspath(path)}: {error}") from None
 
 
@@ -69,12 +72,35 @@ def open_image_bytes(data: bytes, origin: str) -> Image.Image:
     """Decode image bytes; ``origin`` names the file/row in the error."""
     if not data:
         raise BadImageError("empty image", origin)
+    return _decode(io.BytesIO(data), origin)
+
+
+def _decode(file: BinaryIO, origin: str) -> Image.Image:
+    """Open lazily, check the header's pixel count against ``MAX_IMAGE_PIXELS``, then decode."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with warnings.catch_warnings():
+            # PIL warns above its own limit; the check below refuses such images with a clearer line.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(file)
+        with image:
+            _check_pixels(image.width, image.height, origin)
             image.load()
             return image.convert("RGBA") if image.mode == "P" else image.copy()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+    except BadImageError:
+        raise
+    except Image.DecompressionBombError as error:
+        raise BadImageError("image too large", f"{origin}: {error}") from None
+    except (OSError, ValueError, SyntaxError) as error:
         raise BadImageError("unreadable image", f"{origin}: {error}") from None
+
+
+def _check_pixels(width: int, height: int, origin: str) -> None:
+    """Refuse an image of more than ``MAX_IMAGE_PIXELS`` pixels (``BadImageError`` naming it)."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise BadImageError(
+            "image too large",
+            f"{origin}: {width} x {height} = {width * height:,} pixels, above the limit of {MAX_IMAGE_PIXELS:,}",
+        )
 
 
 def decode_data_uri(value: str, origin: str) -> bytes:

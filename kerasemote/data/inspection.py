@@ -10,6 +10,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from kerasemote.data.dataset import read_metadata
+from kerasemote.data.images import read_image
 from kerasemote.data.prepare import write_atomic
 
 
@@ -69,8 +70,7 @@ def contact_sheet(
     font = ImageFont.load_default()
     for index, row in enumerate(chosen):
         x, y = (index % columns) * thumb, (index // columns) * (thumb + text_height)
-        with Image.open(directory / row["file"]) as image:
-            sheet.paste(image.convert("RGB").resize((thumb, thumb), Image.Resampling.LANCZOS), (x, y))
+        sheet.paste(Image.fromarray(read_image(directory / row["file"], thumb)), (x, y))
         label = f"{row['vendor']} {row['label'] or ''}".strip()
         draw.text((x + 2, y + thumb), label[: thumb // 6], fill="black", font=font)
     out_path.parent.mkdir(parents=True, exist_ok=True)

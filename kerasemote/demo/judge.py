@@ -159,11 +159,17 @@ def fit_checked_judge(train, test, epochs: int, config: DemoConfig, folder: str,
     seconds = round(time.perf_counter() - started, 1)
     clf.save_classifier(judge, folder)
     report = clf.evaluate_and_write(judge, test, os.path.join(folder, "evaluation"))
-    held = count_names([test.class_names[i] for i in test.labels])
-    result.judge.setdefault("held_out", {})[name] = {"images": len(test.labels), "accuracy": report.accuracy,
-                                                     "classes": held}
+    held = record_held_out(result, name, report.accuracy, [test.class_names[i] for i in test.labels])
     log(f"    {seconds:.0f} s; accuracy on {len(test.labels)} held-out images {held}: {report.accuracy:.1%}")
     return judge, seconds
+
+
+def record_held_out(result: DemoResult, name: str, accuracy: float, labels: Sequence[str]) -> dict[str, int]:
+    """Record one judge's check on held-out images as ``result.judge["held_out"][name]`` (images, accuracy,
+    images per class); the per-class counts come back for the log."""
+    counts = count_names(labels)
+    result.judge.setdefault("held_out", {})[name] = {"images": len(labels), "accuracy": accuracy, "classes": counts}
+    return counts
 
 
 def evaluate_held_out(classifier, pairs: Sequence[tuple[str, str]], name: str, out_dir: str, result: DemoResult,
@@ -177,9 +183,7 @@ def evaluate_held_out(classifier, pairs: Sequence[tuple[str, str]], name: str, o
     test = _labelled([f for f, _ in pairs], [classes.index(c) for _, c in pairs], classes, classifier.image_size)
     folder = os.path.join(out_dir, "classifier", "evaluation", name.replace(" ", "-"))
     report = clf.evaluate_and_write(classifier, test, folder)
-    counts = count_names([c for _, c in pairs])
-    result.judge.setdefault("held_out", {})[name] = {"images": len(pairs), "accuracy": report.accuracy,
-                                                     "classes": counts}
+    counts = record_held_out(result, name, report.accuracy, [c for _, c in pairs])
     log(f"  judge accuracy on {len(pairs)} held-out {name} {counts}: {report.accuracy:.1%}")
 
 
@@ -272,10 +276,8 @@ def _evaluate_judge(classifier, data_dir: str, out_dir: str, result: DemoResult,
     folder = os.path.join(out_dir, "classifier", "evaluation")
     report = clf.evaluate_and_write(classifier, test, folder)
     # The split keeps every vendor of an emoji together, so few faces (not every class) are held out.
-    result.judge.update(test_images=len(test.labels), test_accuracy=report.accuracy,
-                        test_classes=count_names([test.class_names[i] for i in test.labels]))
-    result.judge.setdefault("held_out", {})["real faces"] = {"images": len(test.labels), "accuracy": report.accuracy,
-                                                             "classes": result.judge["test_classes"]}
+    classes = record_held_out(result, "real faces", report.accuracy, [test.class_names[i] for i in test.labels])
+    result.judge.update(test_images=len(test.labels), test_accuracy=report.accuracy, test_classes=classes)
     result.files["confusion_matrix"] = os.path.relpath(os.path.join(folder, "confusion_matrix.png"), out_dir)
     result.files["misclassified"] = os.path.relpath(os.path.join(folder, "misclassified.png"), out_dir)
     log(f"  judge accuracy on {len(test.labels)} held-out real faces {result.judge['test_classes']}: "

@@ -245,7 +245,7 @@ def _train_run(model, strategy, images, settings, run_dir: str, out_dir: str, re
     """
     from kerasemote.training import train
 
-    outcome = train(model, strategy, images, settings, run_dir)
+    outcome = train(model, strategy, images, settings, run_dir, overwrite=True)  # a rerun replaces its runs
     if outcome.status != "completed":
         raise RuntimeError(f"{failed} stopped: {outcome.status} loss at step {outcome.step + 1}; {advice}.")
     files_key, name = output

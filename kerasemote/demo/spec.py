@@ -101,6 +101,7 @@ class DemoConfig:
         judge_size: the judges' input side (generations are resized to it).
         judge_stickers: stickers of each class in the sticker judge.
         judge_drawn_faces: drawn faces of each emotion beside the real ones in the judge.
+        sticker_judge_epochs: epochs of the sticker judge.
         style_judge_epochs: epochs of the vendor judge.
         judge_members: ResNet-50s trained on the four emotions' faces (one seed each) whose
             averaged probabilities split the gate's ``face`` class; see
@@ -132,7 +133,7 @@ class DemoConfig:
     concept_steps: int = _opt(300, "textual-inversion steps of the concept token")
     concept_batch_size: int = _opt(8, "its batch size")
     concept_learning_rate: float = _opt(2e-3, "its learning rate")
-    concept_lora_steps: int = _opt(300, "steps of LoRA adapters (UNet attention and convs) learned from the "
+    concept_lora_steps: int = _opt(150, "steps of LoRA adapters (UNet attention and convs) learned from the "
                                         "concept's images on top of its token, drawn as one more row; 0: none")
     concept_lora_rank: int = _opt(8, "their rank")
     concept_lora_learning_rate: float = _opt(2e-3, "their learning rate")
@@ -140,7 +141,7 @@ class DemoConfig:
                                      "images and the judge's); 200 leave at least 20 of each class held out")
     sticker_per_emotion: int = _opt(16, "training stickers per emotion (and faceless ones for the body token), from "
                                         "the broccoli-stickers set's train split")
-    sticker_steps: int = _opt(300, "textual-inversion steps of the sticker tokens (batch --concept-batch-size, "
+    sticker_steps: int = _opt(100, "textual-inversion steps of the sticker tokens (batch --concept-batch-size, "
                                    "learning rate --concept-learning-rate)")
     sticker_lora_steps: int = _opt(1000, "steps of LoRA adapters (UNet attention and convs) on top of the sticker "
                                          "tokens; 0: the sticker rows are drawn by the tokens alone")
@@ -148,20 +149,21 @@ class DemoConfig:
     sticker_lora_rank: int = _opt(16, "their rank")
     sticker_lora_learning_rate: float = _opt(1e-3, "their learning rate")
     samples: int = _opt(4, "seeds per prompt in the sample grid")
-    sample_steps: int = _opt(25, "sampler steps of every image")
+    sample_steps: int = _opt(12, "sampler steps of every image")
     guidance: float = _opt(7.0, "guidance scale")
     mix_with: str = _opt("happy", "emotion the concept is interpolated towards", choices=tuple(EMOTION_PROMPTS))
     mix_points: int = _opt(5, "fractions in the interpolation sweep", option=False)
     classifier: str | None = _opt(None, "a judge folder to use instead of training one: OUT/classifier of an "
                                         "earlier demo, or one written by kerasemote classify train")
     classifier_epochs: int = _opt(12, "epochs of each of the judge's ResNet-50s")
+    sticker_judge_epochs: int = _opt(8, "epochs of the sticker judge, a ResNet-50 on the drawn stickers")
     judge_size: int = _opt(32, "the judges' input side in pixels (generations are resized to it)")
-    judge_stickers: int = _opt(120, "stickers of each class in the sticker judge (the rest of the train split "
+    judge_stickers: int = _opt(80, "stickers of each class in the sticker judge (the rest of the train split "
                                     "is not used)")
     judge_drawn_faces: int = _opt(60, "drawn faces (the emotion-faces set) of each emotion beside the real faces in "
                                       "the judge")
-    style_judge_epochs: int = _opt(15, "epochs of the vendor judge, a ResNet-50 on the style judge's names")
-    judge_members: int = _opt(2, "ResNet-50s trained on the four emotions' faces, one seed each, whose averaged "
+    style_judge_epochs: int = _opt(10, "epochs of the vendor judge, a ResNet-50 on the style judge's names")
+    judge_members: int = _opt(1, "ResNet-50s trained on the four emotions' faces, one seed each, whose averaged "
                                  "probabilities say which emotion a face shows")
     judge_faces: int | None = _opt(None, "emotion faces in the gate's 'face' class, drawn evenly over the "
                                          "emotions (default: all)")
@@ -198,7 +200,8 @@ class DemoConfig:
              "rank >= 1 and its learning rate positive"),
             (self.judge_size >= 32 and self.judge_stickers >= 1 and self.judge_drawn_faces >= 0,
              "judge_size must be >= 32, judge_stickers >= 1 and judge_drawn_faces >= 0"),
-            (self.style_judge_epochs >= 1, "style_judge_epochs must be >= 1"),
+            (self.style_judge_epochs >= 1 and self.sticker_judge_epochs >= 1,
+             "style_judge_epochs and sticker_judge_epochs must be >= 1"),
             (concept_slug(self.concept) not in EMOTION_PROMPTS and concept_slug(self.concept) != FACE_CLASS,
              f"the concept may not be called {FACE_CLASS!r} or an emotion: the judge has those classes"),
             (not self.judge_other or concept_slug(self.concept) != OTHER_CLASS,

@@ -73,7 +73,7 @@ def sticker_judge_for_run(sticker_dir: str, other_dir: str, out_dir: str, config
     train = named(sticker_judge_set(sticker_dir, other_dir, config.judge_size, ("train", "validation"),
                                     other=config.judge_other, per_class=config.judge_stickers))
     test = named(sticker_judge_set(sticker_dir, other_dir, config.judge_size, ("test",), other=0))
-    judge, seconds = fit_checked_judge(train, test, config.classifier_epochs, config,
+    judge, seconds = fit_checked_judge(train, test, config.sticker_judge_epochs, config,
                                        os.path.join(out_dir, "sticker_classifier"), STICKER_JUDGE, result, log)
     result.judge[STICKER_JUDGE] = {"class_names": list(judge.class_names), "seconds": seconds,
                                    "train_images": len(train.labels)}

@@ -6,12 +6,11 @@ UNet together on cached latents and saves a whole model directory (EMA weights s
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from kerasemote import storage
+from kerasemote import model_dir, storage
 from kerasemote.model import StableDiffusion
 from kerasemote.pretrain.settings import MODEL_DIR, VALIDATION_PROMPTS, PretrainSettings
 from kerasemote.training.config import TrainConfig
@@ -94,10 +93,5 @@ def exporter(model: StableDiffusion, export_dir: str, every: int,
 
 
 def copy_model(source: str, target: str, vae: Mapping[str, Any]) -> None:
-    """Copy a model directory's files to ``target``, its manifest with the VAE facts ``vae``."""
-    manifest = json.loads(storage.read_bytes(storage.join(source, "config.json")))
-    storage.makedirs(target)
-    for name in manifest["parts"].values():
-        storage.write_bytes(storage.join(target, name), storage.read_bytes(storage.join(source, name)))
-    manifest["vae"] = dict(vae)
-    storage.write_bytes(storage.join(target, "config.json"), json.dumps(manifest, indent=2).encode())
+    """Copy a model directory to ``target`` (a save: all-old or all-new), its manifest with the VAE facts ``vae``."""
+    model_dir.copy(source, target, {"vae": dict(vae)})

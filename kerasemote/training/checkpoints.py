@@ -10,12 +10,13 @@
   training config and the loss history.
 
 Randomness is stateless, keyed by (seed, step), so nothing else is needed to continue
-exactly. Files are written atomically (temp file, then rename) and the oldest are
+exactly. Files are written atomically (temp file, then rename) and older ones are
 pruned after a newer one exists, so an interrupted run always leaves a whole checkpoint.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, Mapping
 
@@ -27,6 +28,7 @@ from kerasemote import storage, weights
 FORMAT = "kerasemote-checkpoint"
 VERSION = 1
 FOLDER = "checkpoints"
+logger = logging.getLogger(__name__)
 _NAME = re.compile(r"^step-(\d{8})\.npz$")
 
 
@@ -77,9 +79,31 @@ def save_checkpoint(
     path = checkpoint_path(out_dir, step)
     storage.makedirs(storage.join(out_dir, FOLDER))
     weights.save_arrays(path, arrays, {**manifest, "format": FORMAT, "version": VERSION, "step": step})
-    for _, old in list_checkpoints(out_dir)[: -max(1, keep)]:
-        storage.remove(old)
+    prune_checkpoints(out_dir, step, keep)
     return path
+
+
+def prune_checkpoints(out_dir: str, step: int, keep: int = 2) -> list[str]:
+    """Delete checkpoints so that the one of ``step`` is the newest, with at most ``keep - 1`` older ones.
+
+    Pruning by file order alone would delete the checkpoint just written whenever the folder
+    holds newer steps (another run, or a branch abandoned by resuming from an older
+    checkpoint), and a later resume would take those up. Steps above ``step`` therefore go
+    first, with a warning naming them.
+
+    Returns:
+        The paths deleted.
+    """
+    found = list_checkpoints(out_dir)
+    newer = [path for s, path in found if s > step]
+    older = [path for s, path in found if s < step]
+    if newer:
+        logger.warning("%s: removing checkpoints of steps after %d, which this run replaces: %s.", out_dir, step,
+                       ", ".join(storage.basename(p) for p in newer))
+    doomed = newer + older[: max(0, len(older) - (max(1, keep) - 1))]
+    for path in doomed:
+        storage.remove(path)
+    return doomed
 
 
 def load_checkpoint(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

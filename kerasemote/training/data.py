@@ -156,7 +156,8 @@ def _folder_entries(path: str) -> list[tuple[str, tuple[str, ...], str]]:
         sub = storage.join(path, name)
         if not name.startswith(".") and storage.isdir(sub):
             entries += _images_in(sub, name)
-    return entries
+    inside = set(storage.keep_within(path, [file for file, _, _ in entries]))
+    return [entry for entry in entries if entry[0] in inside]
 
 
 def _images_in(folder: str, concept: str) -> list[tuple[str, tuple[str, ...], str]]:
@@ -167,8 +168,9 @@ def _images_in(folder: str, concept: str) -> list[tuple[str, tuple[str, ...], st
         if not dot or "." + ext.lower() not in IMAGE_EXTENSIONS or name.startswith("."):
             continue
         captions: tuple[str, ...] = ()
-        if f"{stem}.txt" in names:
-            text = storage.read_bytes(storage.join(folder, f"{stem}.txt")).decode("utf-8")
+        caption_file = storage.join(folder, f"{stem}.txt")
+        if f"{stem}.txt" in names and (storage.is_gcs(folder) or storage.within(folder, caption_file)):
+            text = storage.read_bytes(caption_file).decode("utf-8")
             captions = tuple(line.strip() for line in text.splitlines() if line.strip())
         entries.append((storage.join(folder, name), captions, concept))
     return entries

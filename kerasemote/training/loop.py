@@ -34,6 +34,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from kerasemote import storage
+from kerasemote.training import runlock
 from kerasemote.training.config import TrainConfig, TrainResult
 from kerasemote.training.data import ImageSet, encode_latent_cache, plan_dataset, tokenize_captions
 from kerasemote.training.optimizer import ema_arrays, make_optimizer
@@ -54,8 +55,14 @@ def train(
     resume: bool | str = False,
     distribution: tf.distribute.Strategy | None = None,
     callbacks: Sequence[Callable[[int, float], None]] = (),
+    overwrite: bool = False,
+    force_unlock: bool = False,
 ) -> TrainResult:
     """Train ``model`` with ``strategy`` on ``images``; write checkpoints and outputs to ``out_dir``.
+
+    One run at a time writes to ``out_dir``: it holds ``out_dir/run.lock`` while it runs
+    (``training.runlock``), and a run that does not continue the folder's checkpoints refuses
+    a folder holding another run's files unless ``overwrite``.
 
     Args:
         model: the ``StableDiffusion`` (built under ``distribution.scope()`` when distributed).
@@ -69,11 +76,27 @@ def train(
         distribution: a ``tf.distribute`` strategy (MirroredStrategy, TPUStrategy); the
             global batch is split over its replicas.
         callbacks: called as ``fn(step, loss)`` after every step.
+        overwrite: a run that does not continue ``out_dir`` deletes the previous run's
+            checkpoints, outputs, ``train.json`` and logs there before its first step
+            (without it such a folder is refused).
+        force_unlock: take over ``out_dir``'s lock even when its holder cannot be shown to
+            be gone (written on another host, unreadable).
 
     Returns:
         A TrainResult. A NaN/inf loss stops the run: no checkpoint of the bad state is
         written and the model is put back to the newest checkpoint.
+
+    Raises:
+        RunFolderError: another run holds ``out_dir``, or it holds another run's files and
+            neither ``resume`` nor ``overwrite`` is given.
     """
+    with runlock.claim(out_dir, resume, overwrite, force_unlock) as clear:
+        return _train(model, strategy, images, config, out_dir, resume, distribution, callbacks, clear)
+
+
+def _train(model, strategy: Strategy, images: ImageSet, config: TrainConfig, out_dir: str, resume: bool | str,
+           distribution, callbacks, clear: bool) -> TrainResult:
+    """The run itself, ``out_dir`` held; ``clear`` deletes the previous run's files once everything is read."""
     dist = distribution or tf.distribute.get_strategy()
     _check_batch(config, dist, images, model)
     mixed = model.unet.dtype_policy.compute_dtype == "float16"
@@ -84,6 +107,8 @@ def train(
                                    strategy.initial_step())
         optimizer.build(variables)
     start, losses, last_checkpoint = restore_run(strategy, optimizer, variables, config, out_dir, resume)
+    if clear:  # after every read: a seed file or checkpoint to start from may lie in the old run's files
+        runlock.clear_previous_run(out_dir)
     tables = _tables(model, strategy, images, config)
     stepper = TrainStep(model, strategy, optimizer, variables, config, dist, tables)
     accum = config.grad_accum
@@ -124,10 +149,10 @@ def train(
     outputs = []
     if status == "completed" or last_checkpoint is not None:
         outputs = strategy.save(model, out_dir, step, ema=ema_arrays(optimizer, variables))
-    save_loss_curve(losses, storage.join(out_dir, "loss.png"))
+    save_loss_curve(losses, storage.join(out_dir, runlock.LOSS_CURVE))
     result = TrainResult(step=step, losses=losses, status=status, outputs=outputs, checkpoint=last_checkpoint)
     summary = {**manifest, "step": step, "status": status, "outputs": outputs, "checkpoint": last_checkpoint}
-    storage.write_bytes(storage.join(out_dir, "train.json"), json.dumps(summary, indent=2).encode())
+    storage.write_bytes(storage.join(out_dir, runlock.SUMMARY_FILE), json.dumps(summary, indent=2).encode())
     return result
 
 

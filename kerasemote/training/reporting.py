@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from kerasemote import storage
 from kerasemote.training.config import TrainConfig
+from kerasemote.training.runlock import TENSORBOARD_DIR, VALIDATION_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -17,7 +18,7 @@ logger = logging.getLogger(__name__)
 def summary_writer(out_dir: str):
     """A TensorBoard writer of ``out_dir/tensorboard``, or None where TensorFlow cannot write there."""
     try:
-        return tf.summary.create_file_writer(storage.join(out_dir, "tensorboard"))
+        return tf.summary.create_file_writer(storage.join(out_dir, TENSORBOARD_DIR))
     except (tf.errors.OpError, ValueError) as err:  # e.g. a filesystem TF cannot write
         logger.warning("No TensorBoard logs in %s (%s).", out_dir, err)
         return None
@@ -56,7 +57,7 @@ def validate(model, prompts: Sequence[str], config: TrainConfig, out_dir: str, s
 
     images = model.generate(list(prompts), steps=config.validation_steps, seed=config.validation_seed,
                             progress=False)
-    path = save_grid(images, storage.join(out_dir, "validation", f"step-{step:08d}.png"), labels=list(prompts))
+    path = save_grid(images, storage.join(out_dir, VALIDATION_DIR, f"step-{step:08d}.png"), labels=list(prompts))
     _log_images(writer, step, images)
     return path
 

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+from kerasemote import storage
 from kerasemote.data.emotions import emotion_label
 from kerasemote.data.images import open_image_bytes, open_image_file
 from kerasemote.data.records import BadImageError, EmojiRecord, SkippedItem
@@ -25,8 +26,11 @@ IMAGE_BYTES_COLUMNS = ("image", "img", "png", "bytes")
 Item = EmojiRecord | SkippedItem
 
 
-def _record(vendor: str, row_id: str, caption: str, load, origin: str) -> Item:
-    caption = " ".join(caption.split())
+def _record(vendor: str, row_id: str, caption: object, load, origin: str) -> Item:
+    if caption is not None and not isinstance(caption, str):
+        # e.g. a numeric class id in a "label" column: a caption is text, so the row is counted, not guessed at
+        return SkippedItem(origin, "caption is not text", f"found {type(caption).__name__} {caption!r}")
+    caption = " ".join((caption or "").split())
     if not caption:
         return SkippedItem(origin, "empty caption")
     return EmojiRecord(
@@ -35,17 +39,24 @@ def _record(vendor: str, row_id: str, caption: str, load, origin: str) -> Item:
     )
 
 
-def _cell_bytes(cell: Any, parquet_path: Path, origin: str):
-    """A Hugging Face image cell (``{"bytes", "path"}``) or raw bytes -> decoded image."""
-    if isinstance(cell, dict):
-        if cell.get("bytes"):
-            return open_image_bytes(cell["bytes"], origin)
-        if cell.get("path"):
-            return open_image_file(parquet_path.parent / cell["path"])
+def _cell_loader(cell: Any, parquet_path: Path, origin: str, column: str):
+    """The loader of a Hugging Face image cell (``{"bytes", "path"}``) or raw bytes.
+
+    A cell that names a file is checked now: the file must lie in the parquet's folder.
+    """
+    if isinstance(cell, dict) and not cell.get("bytes") and cell.get("path"):
+        file = storage.inside(parquet_path.parent, cell["path"], origin, f"{column}.path")
+        return functools.partial(open_image_file, file)
+    return functools.partial(_cell_image, cell, origin)
+
+
+def _cell_image(cell: Any, origin: str):
+    data = cell.get("bytes") if isinstance(cell, dict) else cell
+    if isinstance(data, (bytes, bytearray)) and data:
+        return open_image_bytes(bytes(data), origin)
+    if not data:
         raise BadImageError("empty image", origin)
-    if isinstance(cell, (bytes, bytearray)):
-        return open_image_bytes(bytes(cell), origin)
-    raise BadImageError("empty image", f"{origin}: cell holds {type(cell).__name__}")
+    raise BadImageError("not image bytes", f"{origin}: cell holds {type(data).__name__}")
 
 
 def parquet_records(
@@ -63,6 +74,9 @@ def parquet_records(
         caption_column: column with captions; default the first of ``text, caption, ...``.
         vendor: style name recorded for these images.
         limit: read at most this many rows.
+
+    Raises:
+        ValueError: an image cell without bytes whose ``path`` leaves the parquet's folder.
     """
     try:
         import pyarrow.parquet as pq
@@ -83,16 +97,15 @@ def parquet_records(
             if limit is not None and row >= limit:
                 return
             origin = f"{path}:row {row}"
-            yield _record(vendor, f"{row:06d}", caption or "", functools.partial(_cell_bytes, cell, path, origin), origin)
+            yield _record(vendor, f"{row:06d}", caption, _cell_loader(cell, path, origin, image_col), origin)
             row += 1
 
 
-def _resolve_image(value: str, csv_path: Path, image_root: Path | None) -> Path:
-    relative = Path(value.strip())
-    for base in [image_root, csv_path.parent, csv_path.parent / "images"]:
-        if base is not None and (base / relative).is_file():
-            return base / relative
-    return (image_root or csv_path.parent) / relative
+def _resolve_image(value: str, csv_path: Path, image_root: Path | None, where: str, column: str) -> Path:
+    """The image a CSV cell names: the first base folder holding it; it may not leave that folder."""
+    bases = [base for base in (image_root, csv_path.parent, csv_path.parent / "images") if base is not None]
+    candidates = [Path(storage.inside(base, value.strip(), where, column)) for base in bases]
+    return next((file for file in candidates if file.is_file()), candidates[0])
 
 
 def csv_image_records(
@@ -113,6 +126,9 @@ def csv_image_records(
         image_root: folder the file paths are relative to; default: the CSV's folder,
             then its ``images/`` subfolder.
         limit: read at most this many rows.
+
+    Raises:
+        ValueError: a file cell that leaves its folder (absolute, ``..``, or a symlink out).
     """
     path = Path(path)
     if path.is_dir():
@@ -130,7 +146,7 @@ def csv_image_records(
         if not row[file_col].strip():
             yield SkippedItem(origin, "empty file name")
             continue
-        image_path = _resolve_image(row[file_col], path, root)
+        image_path = _resolve_image(row[file_col], path, root, origin, file_col)
         yield _record(vendor, f"{number:06d}", row[caption_col], functools.partial(open_image_file, image_path), origin)
 
 

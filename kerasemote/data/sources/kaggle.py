@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from kerasemote import storage
 from kerasemote.data.emotions import emotion_label
 from kerasemote.data.images import decode_data_uri, open_image_bytes, open_image_file
 from kerasemote.data.names import emoji_to_codepoints, parse_unicode_column, safe_id
@@ -66,6 +67,9 @@ def kaggle_records(
     Yields:
         One record per (row, vendor) with an image; vendor names are lower case.
         An empty cell or a missing image file is a ``SkippedItem``.
+
+    Raises:
+        ValueError: a row whose ``#`` (with its vendor) names a file outside ``image/``.
     """
     csv_path, image_dir = _resolve(path)
     header, rows = read_csv(csv_path)
@@ -83,7 +87,8 @@ def kaggle_records(
         for vendor in chosen:
             origin = f"{csv_path}:{number}:{vendor}"
             if image_dir is not None:
-                file = image_dir / vendor / f"{row['#'].strip()}.png"
+                # Both the vendor (a header) and the number come from the CSV: keep them in image/.
+                file = Path(storage.inside(image_dir, f"{vendor}/{row['#'].strip()}.png", f"{csv_path}:{number}", "#"))
                 if not file.is_file():
                     yield SkippedItem(origin, "vendor has no image", str(file))
                     continue

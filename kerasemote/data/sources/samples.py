@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
+from kerasemote import storage
 from kerasemote.data.emotions import emotion_label
 from kerasemote.data.images import open_image_file
 from kerasemote.data.names import VARIATION_SELECTOR, emoji_name, emoji_to_codepoints
@@ -61,14 +62,6 @@ def _field(row: dict, key: str, where: str) -> str:
     return value
 
 
-def _inside(root: Path, value: str, where: str) -> Path:
-    """``root / value`` when it names a file inside ``root``; anything else is an error."""
-    path = (root / value).resolve()
-    if Path(value).is_absolute() or ".." in Path(value).parts or not path.is_relative_to(root.resolve()):
-        raise ValueError(f"{where}: field 'file' must be a path inside {root}, found {value!r}.")
-    return path
-
-
 def prepared_records(directory: str | os.PathLike, vendor: str, limit: int | None = None
                      ) -> Iterator[EmojiRecord | SkippedItem]:
     """Records of one vendor's rows of a prepared directory, read back for :func:`kerasemote.data.prepare`.
@@ -94,8 +87,9 @@ def prepared_records(directory: str | os.PathLike, vendor: str, limit: int | Non
     rows = []
     for number, row in list(read_jsonl(metadata))[:limit]:
         where = f"{metadata}:{number}"
-        rows.append(_Row(where, _field(row, "vendor", where), _field(row, "emoji", where),
-                         _inside(root, _field(row, "file", where), where), row.get("description")))
+        vendor_name, emoji = _field(row, "vendor", where), _field(row, "emoji", where)
+        file = Path(storage.inside(root, _field(row, "file", where), where, "file"))
+        rows.append(_Row(where, vendor_name, emoji, file, row.get("description")))
     return _records(rows, root, vendor)
 
 
@@ -123,7 +117,7 @@ def _records(rows: list[_Row], root: Path, vendor: str) -> Iterator[EmojiRecord 
             vendor=vendor,
             emoji=row.emoji,
             label=emotion_label(row.emoji, name),
-            origin=f"{root.name}/{row.path.relative_to(root.resolve()).as_posix()}",
+            origin=f"{root.name}/{row.path.relative_to(root).as_posix()}",
         )
 
 
