@@ -141,7 +141,7 @@ class DemoConfig:
                                      "images and the judge's); 200 leave at least 20 of each class held out")
     sticker_per_emotion: int = _opt(16, "training stickers per emotion (and faceless ones for the body token), from "
                                         "the broccoli-stickers set's train split")
-    sticker_steps: int = _opt(100, "textual-inversion steps of the sticker tokens (batch --concept-batch-size, "
+    sticker_steps: int = _opt(300, "textual-inversion steps of the sticker tokens (batch --concept-batch-size, "
                                    "learning rate --concept-learning-rate)")
     sticker_lora_steps: int = _opt(1000, "steps of LoRA adapters (UNet attention and convs) on top of the sticker "
                                          "tokens; 0: the sticker rows are drawn by the tokens alone")
@@ -156,14 +156,14 @@ class DemoConfig:
     classifier: str | None = _opt(None, "a judge folder to use instead of training one: OUT/classifier of an "
                                         "earlier demo, or one written by kerasemote classify train")
     classifier_epochs: int = _opt(12, "epochs of each of the judge's ResNet-50s")
-    sticker_judge_epochs: int = _opt(8, "epochs of the sticker judge, a ResNet-50 on the drawn stickers")
+    sticker_judge_epochs: int = _opt(12, "epochs of the sticker judge, a ResNet-50 on the drawn stickers")
     judge_size: int = _opt(32, "the judges' input side in pixels (generations are resized to it)")
-    judge_stickers: int = _opt(80, "stickers of each class in the sticker judge (the rest of the train split "
+    judge_stickers: int = _opt(120, "stickers of each class in the sticker judge (the rest of the train split "
                                     "is not used)")
     judge_drawn_faces: int = _opt(60, "drawn faces (the emotion-faces set) of each emotion beside the real faces in "
                                       "the judge")
-    style_judge_epochs: int = _opt(10, "epochs of the vendor judge, a ResNet-50 on the style judge's names")
-    judge_members: int = _opt(1, "ResNet-50s trained on the four emotions' faces, one seed each, whose averaged "
+    style_judge_epochs: int = _opt(15, "epochs of the vendor judge, a ResNet-50 on the style judge's names")
+    judge_members: int = _opt(2, "ResNet-50s trained on the four emotions' faces, one seed each, whose averaged "
                                  "probabilities say which emotion a face shows")
     judge_faces: int | None = _opt(None, "emotion faces in the gate's 'face' class, drawn evenly over the "
                                          "emotions (default: all)")
