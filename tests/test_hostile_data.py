@@ -443,3 +443,23 @@ def test_training_and_classifier_folders_leave_out_images_that_link_outside(tmp_
     assert all("root:x" not in c for caps in images.captions for c in caps)
     assert [p.name for p in paths] == ["a.png", "c.png"] and labels == ["happy", "happy"]
     assert "links outside the folder" in caplog.text
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a zip at all", r"model.keras: expected a .keras zip archive .* found 16 bytes that are not one"),
+    (None, r"model.keras: not a readable Keras model \("),
+], ids=["not-zip", "zip-without-model"])
+def test_a_damaged_classifier_model_file_is_refused_naming_it(tmp_path, content, message):
+    import zipfile
+
+    from kerasemote.classification import load_classifier
+
+    (tmp_path / "labels.json").write_text(json.dumps({"class_names": ["happy", "sad"], "image_size": 32}))
+    if content is None:
+        with zipfile.ZipFile(tmp_path / "model.keras", "w") as archive:
+            archive.writestr("metadata.json", "{}")
+    else:
+        (tmp_path / "model.keras").write_bytes(content)
+    with pytest.raises(ValueError, match=message) as caught:
+        load_classifier(tmp_path)
+    assert "\n" not in str(caught.value) and "File not found" not in str(caught.value)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import keras
@@ -118,7 +119,15 @@ def load_network(model_dir: Path, meta: dict) -> Classifier:
     model_path = model_dir / MODEL_FILE
     if not model_path.is_file():
         raise FileNotFoundError(f"Classifier model {os.fspath(model_path)!r} does not exist.")
-    model = keras.saving.load_model(model_path)
+    if not zipfile.is_zipfile(model_path):
+        raise ValueError(f"{os.fspath(model_path)}: expected a .keras zip archive (written by `kerasemote classify "
+                         f"train`), found {model_path.stat().st_size} bytes that are not one.")
+    try:
+        model = keras.saving.load_model(model_path, safe_mode=True)
+    except Exception as err:  # Keras reports a damaged archive as "File not found"
+        detail = (str(err).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"{os.fspath(model_path)}: not a readable Keras model ({type(err).__name__}: "
+                         f"{detail}).") from None
     units = int(model.output_shape[-1])
     if units != len(names):
         raise ValueError(
