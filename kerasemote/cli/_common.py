@@ -11,7 +11,6 @@ import argparse
 import csv
 import dataclasses
 import errno
-import math
 import os
 import struct
 import sys
@@ -57,13 +56,13 @@ def add_adapter_arguments(parser: argparse.ArgumentParser, embeddings_help: str,
 
 
 def lora_arguments(loras: Sequence[str]) -> list[tuple[str, float]]:
-    """``--lora FILE[:SCALE]`` values as ``(file, scale)``, refusing a scale that is not finite."""
-    from kerasemote.lora_files import parse_lora_argument
+    """``--lora FILE[:SCALE]`` values as ``(file, scale)``, refusing the scales ``apply_lora`` refuses, before any
+    model loads."""
+    from kerasemote.lora_files import check_scale, parse_lora_argument
 
     parsed = [parse_lora_argument(text) for text in loras]
     for text, (_, scale) in zip(loras, parsed):
-        if not math.isfinite(scale):
-            raise ValueError(f"--lora {text}: expected a finite SCALE, found {scale}.")
+        check_scale(scale, f"--lora {text}")
     return parsed
 
 
