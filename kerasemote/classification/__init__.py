@@ -36,6 +36,7 @@ from kerasemote.classification.score import (
 )
 from kerasemote.classification.train import (
     ClassifierTrainConfig,
+    CompiledNetworks,
     TrainResult,
     balanced_class_weights,
     fit_classifier,
@@ -48,6 +49,7 @@ __all__ = [
     "ClassMetrics",
     "Classifier",
     "ClassifierTrainConfig",
+    "CompiledNetworks",
     "ConceptScore",
     "EnsembleClassifier",
     "EvaluationReport",

@@ -138,6 +138,7 @@ def train_classifier(
     config: ClassifierTrainConfig = ClassifierTrainConfig(),
     val_data: TrainData | None = None,
     verbose: int | str = "auto",
+    networks: "CompiledNetworks | None" = None,
 ) -> TrainResult:
     """Train a ResNet-50 classifier and save it with its labels and history plot.
 
@@ -148,6 +149,7 @@ def train_classifier(
         val_data: separate validation set; by default ``config.val_fraction`` of
             each class of ``data`` is held out.
         verbose: Keras ``fit`` verbosity (its own progress bar).
+        networks: compiled networks shared with other fits (:class:`CompiledNetworks`).
 
     Returns:
         The trained classifier, its history and the held-out validation set.
@@ -156,7 +158,7 @@ def train_classifier(
         >>> result = train_classifier("emoji_by_emotion/", "clf/",
         ...                           ClassifierTrainConfig(weights="none", image_size=64))
     """
-    classifier, history, train, val = fit_classifier(data, config, val_data, verbose)
+    classifier, history, train, val = fit_classifier(data, config, val_data, verbose, networks=networks)
     n_val = 0 if val is None else len(val.labels)
     out = _save_run(classifier, out_dir, config, history, len(train.labels), n_val)
     return TrainResult(classifier, history, out, val)
@@ -168,10 +170,13 @@ def fit_classifier(
     val_data: TrainData | None = None,
     verbose: int | str = "auto",
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    networks: "CompiledNetworks | None" = None,
 ) -> tuple[Classifier, dict[str, list[float]], LabelledImages, LabelledImages | None]:
     """Train a ResNet-50 classifier in memory (:func:`train_classifier` also saves it).
 
-    Args: as :func:`train_classifier`; ``callbacks`` go to ``keras.Model.fit`` (e.g. a progress bar).
+    Args: as :func:`train_classifier`; ``callbacks`` go to ``keras.Model.fit`` (e.g. a progress bar);
+        ``networks``: compiled networks shared by several fits (:class:`CompiledNetworks`), so that a
+        fit of a shape trained before skips tracing the training graph.
 
     Returns:
         (classifier, per-epoch history, the training images, the validation images or None).
@@ -179,15 +184,11 @@ def fit_classifier(
     labelled = _as_labelled(data, config.image_size)
     train, val = _split(labelled, val_data, config)
     keras.utils.set_random_seed(config.seed)
-    model = build_classifier(
+    fresh = build_classifier(
         len(labelled.class_names), config.image_size, config.weights, config.dropout,
         config.freeze_backbone, config.augment, config.seed,
     )
-    model.compile(
-        optimizer=keras.optimizers.Adam(config.resolved_learning_rate()),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    model = networks.start(fresh, config) if networks is not None else _compiled(fresh, config)
     monitor = "val_loss" if val is not None else "loss"
     # Best epoch restored at the end, also when training runs all epochs.
     stop = keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience, restore_best_weights=True)
@@ -198,8 +199,103 @@ def fit_classifier(
         epochs=config.epochs, batch_size=config.batch_size, callbacks=[stop, *callbacks], shuffle=True,
         class_weight=weights, verbose=verbose,
     )
+    if model is not fresh:  # the kept network trains the next fit: the result keeps its own copy
+        networks.finish(model, fresh)
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
-    return Classifier(model=model, class_names=list(labelled.class_names)), history, train, val
+    return Classifier(model=fresh, class_names=list(labelled.class_names)), history, train, val
+
+
+def _compiled(model: keras.Model, config: ClassifierTrainConfig) -> keras.Model:
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.resolved_learning_rate()),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+class _ClassMask(keras.layers.Layer):
+    """Adds 0 to the logits of the classes in use and -1e9 to the rest: after the softmax those hold
+    exactly 0, so they take no probability and get no gradient."""
+
+    def build(self, input_shape):
+        self.offsets = self.add_weight(shape=(input_shape[-1],), initializer="zeros", trainable=False,
+                                       name="offsets")
+
+    def call(self, logits):  # (B, units)
+        return logits + self.offsets
+
+
+class CompiledNetworks:
+    """One compiled classifier network kept between fits of any number of classes (up to 32).
+
+    A ResNet-50's first fit traces its training graph, about 18 s on a 2-core CPU, whatever the
+    number of images. A fit given this object trains one kept network instead: the fresh network's
+    weights, seed states and optimizer start are copied into it, its head has room for 32 classes
+    (the unused ones masked out of the softmax, so they take no probability and no gradient), and
+    the trained weights are copied back into the fresh network. The result is the classifier an
+    ordinary fit trains (equal within float rounding), without the tracing. Networks of another
+    image size or other settings get a kept network of their own. The demo's five judges share one.
+
+    Example:
+        >>> networks = CompiledNetworks()
+        >>> gate = fit_classifier(gate_set, config, networks=networks)[0]        # traces once
+        >>> faces = fit_classifier(face_set, config, networks=networks)[0]       # no tracing
+    """
+
+    UNITS = 32  # the kept head's classes: room for every judge of the demo and most labelled folders
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple, tuple[keras.Model, list[np.ndarray]]] = {}
+
+    @property
+    def networks(self) -> list[keras.Model]:
+        """The kept networks (one per image size and settings)."""
+        return [network for network, _ in self._kept.values()]
+
+    def start(self, fresh: keras.Model, config: ClassifierTrainConfig) -> keras.Model:
+        """The kept network set to ``fresh``'s start (built and compiled the first time)."""
+        classes = fresh.output.shape[-1]
+        units = max(self.UNITS, classes)
+        key = (units, config.image_size, str(config.weights), config.dropout, config.freeze_backbone,
+               config.augment, config.resolved_learning_rate())
+        if key not in self._kept:
+            network = _compiled(_wide_head(fresh, units), config)
+            network.optimizer.build(network.trainable_variables)
+            # The optimizer's start (step 0, zero moments, its learning rate), restored before each fit.
+            self._kept[key] = network, [np.array(v) for v in network.optimizer.variables]
+        network, optimizer_start = self._kept[key]
+        body, (kernel, bias, offsets) = network.variables[:-3], network.variables[-3:]
+        for src, dst in zip(fresh.variables[:-2], body, strict=True):
+            dst.assign(src)
+        head_kernel, head_bias = (np.array(v) for v in fresh.variables[-2:])  # (2048, C), (C,)
+        kernel.assign(np.pad(head_kernel, ((0, 0), (0, units - classes))))
+        bias.assign(np.pad(head_bias, (0, units - classes)))
+        offsets.assign(np.where(np.arange(units) < classes, 0.0, -1e9).astype("float32"))
+        for variable, value in zip(network.optimizer.variables, optimizer_start, strict=True):
+            variable.assign(value)
+        return network
+
+    @staticmethod
+    def finish(network: keras.Model, fresh: keras.Model) -> None:
+        """Copy the trained weights of the kept ``network`` back into ``fresh`` (its classes only)."""
+        classes = fresh.output.shape[-1]
+        for src, dst in zip(network.variables[:-3], fresh.variables[:-2], strict=True):
+            dst.assign(src)
+        kernel, bias = (np.array(v) for v in network.variables[-3:-1])
+        fresh.variables[-2].assign(kernel[:, :classes])
+        fresh.variables[-1].assign(bias[:classes])
+
+
+def _wide_head(fresh: keras.Model, units: int) -> keras.Model:
+    """A copy of ``fresh`` whose softmax head has ``units`` classes behind a :class:`_ClassMask`."""
+    copy = keras.models.clone_model(fresh)
+    features = copy.get_layer("head_dropout").output  # (B, 2048)
+    logits = keras.layers.Dense(units, name="wide_head")(features)
+    # The softmax activation keeps its logits beside it, so the loss is computed from the logits as in
+    # the fresh network (not from clipped probabilities).
+    outputs = keras.layers.Activation("softmax", name="wide_softmax")(_ClassMask(name="class_mask")(logits))
+    return keras.Model(copy.input, outputs, name="shared_classifier")
 
 
 def _save_run(
@@ -226,8 +322,9 @@ def train_ensemble(data: TrainData, out_dir: PathLike, config: ClassifierTrainCo
     """
     if members < 1:
         raise ValueError(f"An ensemble needs at least one member, found members={members}.")
+    networks = CompiledNetworks()  # the members train one network in turn: its graph is traced once
     trained = [train_classifier(data, Path(out_dir) / f"member_{i}", replace(config, seed=config.seed + i),
-                                val_data, verbose).classifier
+                                val_data, verbose, networks).classifier
                for i in range(members)]
     ensemble = EnsembleClassifier(trained)
     write_composite_labels(ensemble, out_dir, {"train_config": asdict(config),

@@ -118,11 +118,11 @@ def held_out_faces(data_dir: str, class_names: Sequence[str], size: int):
 
 
 def judge_for_run(data_dir: str, concept_set, out_dir: str, config: DemoConfig, result: DemoResult,
-                  log: Callable[[str], None], faces_dir: str | None = None):
+                  log: Callable[[str], None], faces_dir: str | None = None, networks=None):
     """The run's judge: ``config.classifier`` loaded, or one trained into ``out_dir/classifier``.
 
     Either way it is evaluated on the held-out faces (real, and drawn from ``faces_dir``);
-    ``result`` records what was done.
+    ``result`` records what was done; ``networks``: a ``CompiledNetworks`` shared by the run's judges.
     """
     from kerasemote import classification as clf
 
@@ -132,7 +132,7 @@ def judge_for_run(data_dir: str, concept_set, out_dir: str, config: DemoConfig, 
         result.judge.update(source=config.classifier)
     else:
         judge_dir = os.path.join(out_dir, "classifier")
-        classifier = train_judge(data_dir, concept_set, judge_dir, config, result.judge, log, faces_dir)
+        classifier = train_judge(data_dir, concept_set, judge_dir, config, result.judge, log, faces_dir, networks)
         result.files["classifier_history"] = os.path.relpath(os.path.join(judge_dir, "history.png"), out_dir)
     result.judge["class_names"] = list(classifier.class_names)
     _evaluate_judge(classifier, data_dir, out_dir, result, log)
@@ -143,10 +143,10 @@ def judge_for_run(data_dir: str, concept_set, out_dir: str, config: DemoConfig, 
 
 
 def fit_checked_judge(train, test, epochs: int, config: DemoConfig, folder: str, name: str, result: DemoResult,
-                      log: Callable[[str], None]):
+                      log: Callable[[str], None], networks=None):
     """One ResNet-50 from scratch at ``config.judge_size`` on ``train`` (LabelledImages), saved to ``folder``
     and checked on the held-out ``test``: ``result.judge["held_out"][name]`` gets its accuracy, and
-    ``(judge, seconds)`` comes back."""
+    ``(judge, seconds)`` comes back. ``networks``: a ``CompiledNetworks`` shared by the run's judges."""
     from kerasemote import classification as clf
 
     counts = count_names([train.class_names[i] for i in train.labels])
@@ -155,7 +155,7 @@ def fit_checked_judge(train, test, epochs: int, config: DemoConfig, folder: str,
                                          batch_size=JUDGE_BATCH_SIZE, val_fraction=0.0, patience=epochs,
                                          seed=config.seed)
     started = time.perf_counter()
-    judge = clf.fit_classifier(train, settings, verbose=0)[0]
+    judge = clf.fit_classifier(train, settings, verbose=0, networks=networks)[0]
     seconds = round(time.perf_counter() - started, 1)
     clf.save_classifier(judge, folder)
     report = clf.evaluate_and_write(judge, test, os.path.join(folder, "evaluation"))
@@ -188,7 +188,7 @@ def evaluate_held_out(classifier, pairs: Sequence[tuple[str, str]], name: str, o
 
 
 def train_judge(data_dir: str, concept_set, judge_dir: str, config: DemoConfig, facts: dict | None = None,
-                log: Callable[[str], None] = print, faces_dir: str | None = None):
+                log: Callable[[str], None] = print, faces_dir: str | None = None, networks=None):
     """Train the demo's judge from scratch and save it to ``judge_dir`` (``--classifier`` reloads it).
 
     The judge is a ResNet-50 gate (face / the concept / other) whose ``face`` class is split by
@@ -202,6 +202,7 @@ def train_judge(data_dir: str, concept_set, judge_dir: str, config: DemoConfig, 
 
     Args:
         facts: filled with what was trained (runs, images, epochs, seconds).
+        networks: a ``kerasemote.classification.CompiledNetworks`` its networks train in (traced once).
 
     Returns:
         The judge (a GatedClassifier) with classes (four emotions, the concept, ``other``).
@@ -228,7 +229,8 @@ def train_judge(data_dir: str, concept_set, judge_dir: str, config: DemoConfig, 
                                              patience=config.classifier_epochs, val_fraction=0.0, seed=seed)
         started = time.perf_counter()
         bar = _epoch_bar(f"judge {r + 1}/{len(runs)}", config.classifier_epochs, config.progress)
-        trained[name], histories[name], _, _ = clf.fit_classifier(data, settings, verbose=0, callbacks=[bar])
+        trained[name], histories[name], _, _ = clf.fit_classifier(data, settings, verbose=0, callbacks=[bar],
+                                                                  networks=networks)
         bar.close()
         facts["runs"][name] = {"images": counts, "seed": seed, "seconds": round(time.perf_counter() - started, 1),
                                "final_train_accuracy": histories[name].get("accuracy", [None])[-1]}

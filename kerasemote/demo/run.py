@@ -109,11 +109,14 @@ def run_demo(out_dir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
             result.files["interpolation_gif"] = os.path.relpath(sweep.gif, out_dir)
 
     with clock.stage("judge"):
+        from kerasemote.classification import CompiledNetworks
+
+        networks = CompiledNetworks()  # every judge trains one kept network: its graph is traced once
         judges = {"content": judge_for_run(data_dir, concept_set, out_dir, config, result, log,
-                                           faces_dir=drawn_dirs["faces"]),
+                                           faces_dir=drawn_dirs["faces"], networks=networks),
                   STICKER_JUDGE: sticker_judge_for_run(drawn_dirs["stickers"], data_dir, out_dir, config, result,
-                                                       log)}
-        style_judge = style_judge_for_run(data_dir, out_dir, config, result, log)
+                                                       log, networks)}
+        style_judge = style_judge_for_run(data_dir, out_dir, config, result, log, networks)
         if style_judge is not None:
             judges["style"] = style_judge
         result.scores = score_prompts(models, judges, rows, config, out_dir, result.notes, log)

@@ -56,11 +56,12 @@ def sticker_rows() -> list[Row]:
     return rows
 
 
-def sticker_judge_for_run(sticker_dir: str, other_dir: str, out_dir: str, config, result, log):
+def sticker_judge_for_run(sticker_dir: str, other_dir: str, out_dir: str, config, result, log, networks=None):
     """The demo's sticker judge: a ResNet-50 from scratch on ``config.judge_stickers`` train-split
     stickers of each class and ``config.judge_other`` other emoji of ``other_dir``, classes
     ``happy broccoli`` ... ``neutral broccoli``, ``other``; saved to ``out_dir/sticker_classifier`` and
-    evaluated on the sticker set's held-out test split (``result.judge["held_out"]["stickers"]``)."""
+    evaluated on the sticker set's held-out test split (``result.judge["held_out"]["stickers"]``);
+    ``networks``: the run's ``CompiledNetworks``."""
     import os
 
     from kerasemote import classification as clf
@@ -74,7 +75,8 @@ def sticker_judge_for_run(sticker_dir: str, other_dir: str, out_dir: str, config
                                     other=config.judge_other, per_class=config.judge_stickers))
     test = named(sticker_judge_set(sticker_dir, other_dir, config.judge_size, ("test",), other=0))
     judge, seconds = fit_checked_judge(train, test, config.sticker_judge_epochs, config,
-                                       os.path.join(out_dir, "sticker_classifier"), STICKER_JUDGE, result, log)
+                                       os.path.join(out_dir, "sticker_classifier"), STICKER_JUDGE, result, log,
+                                       networks)
     result.judge[STICKER_JUDGE] = {"class_names": list(judge.class_names), "seconds": seconds,
                                    "train_images": len(train.labels)}
     return judge

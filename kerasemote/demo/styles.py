@@ -146,9 +146,10 @@ def style_rows() -> list[Row]:
             for vendor, token in sorted(STYLE_TOKENS.items(), key=lambda item: item[1])]
 
 
-def style_judge_for_run(data_dir: str, out_dir: str, config: DemoConfig, result, log):
+def style_judge_for_run(data_dir: str, out_dir: str, config: DemoConfig, result, log, networks=None):
     """The demo's vendor judge: a ResNet-50 from scratch on the judge's training names of every vendor in
-    ``data_dir``, saved to ``out_dir/style_classifier`` and evaluated on the held-out names.
+    ``data_dir``, saved to ``out_dir/style_classifier`` and evaluated on the held-out names;
+    ``networks``: the run's ``CompiledNetworks``.
 
     Returns:
         The judge, or None (noted in ``result.notes``) when ``data_dir`` lacks a vendor or names.
@@ -165,7 +166,8 @@ def style_judge_for_run(data_dir: str, out_dir: str, config: DemoConfig, result,
     train = style_judge_set(data_dir, train_names, config.judge_size)
     test = style_judge_set(data_dir, test_names, config.judge_size)
     judge, seconds = fit_checked_judge(train, test, config.style_judge_epochs, config,
-                                       os.path.join(out_dir, "style_classifier"), "style names", result, log)
+                                       os.path.join(out_dir, "style_classifier"), "style names", result, log,
+                                       networks)
     result.judge["style"] = {"class_names": list(judge.class_names), "train_names": len(train_names),
                              "train_images": len(train.labels), "epochs": config.style_judge_epochs,
                              "seconds": seconds, "test_names": test_names}
