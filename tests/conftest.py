@@ -15,3 +15,13 @@ def _seed_everything():
     np.random.seed(0)
     yield
 from gcs_fixture import gcs_bucket, gcs_emulator  # noqa: E402,F401
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> str:
+    """One random tiny model directory (seed 0) for the whole session: tests load it, never change it."""
+    from kerasemote.model import StableDiffusion
+
+    path = str(tmp_path_factory.mktemp("tiny-model") / "model")
+    StableDiffusion.random("tiny", seed=0).save(path)
+    return path

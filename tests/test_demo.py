@@ -31,10 +31,8 @@ SMALL_STICKERS = ["--drawn-per-class", "12", "--sticker-per-emotion", "2", "--st
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> str:
-    path = str(tmp_path_factory.mktemp("tiny") / "model")
-    StableDiffusion.random("tiny", seed=0).save(path)
-    return path
+def tiny_dir(tiny_model_path) -> str:
+    return tiny_model_path
 
 
 @pytest.fixture(scope="module")

@@ -54,12 +54,11 @@ def test_evaluate_concepts_scores_every_generated_image(classifier, tmp_path):
     assert "happy" in report.format_table()
 
 
-def test_evaluate_concepts_command(classifier, tmp_path):
+def test_evaluate_concepts_command(classifier, tmp_path, tiny_model_path):
     from kerasemote.cli import main
 
-    StableDiffusion.random("tiny", seed=0).save(str(tmp_path / "m"))
     save_classifier(classifier, tmp_path / "clf")
-    code = main(["evaluate-concepts", "--model", str(tmp_path / "m"), "--classifier", str(tmp_path / "clf"),
+    code = main(["evaluate-concepts", "--model", tiny_model_path, "--classifier", str(tmp_path / "clf"),
                  "--concepts", "happy", "in love", "--n", "2", "--steps", "1", "--height", "32", "--width", "32",
                  "--out", str(tmp_path / "out")])
     assert code == 0 and (tmp_path / "out" / "predictions.csv").exists()

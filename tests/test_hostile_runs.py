@@ -23,12 +23,8 @@ SIZE = 32
 
 
 @pytest.fixture(scope="module")
-def base_dir(tmp_path_factory) -> str:
-    from kerasemote.model import StableDiffusion
-
-    path = str(tmp_path_factory.mktemp("base") / "tiny")
-    StableDiffusion.random("tiny", seed=0).save(path)
-    return path
+def base_dir(tiny_model_path) -> str:
+    return tiny_model_path
 
 
 @pytest.fixture(scope="module")

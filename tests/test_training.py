@@ -55,11 +55,9 @@ def emoji_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def base_dir(tmp_path_factory) -> str:
+def base_dir(tiny_model_path) -> str:
     """One random tiny model on disk; every test loads its own identical copy."""
-    path = str(tmp_path_factory.mktemp("base") / "tiny")
-    StableDiffusion.random("tiny", seed=0).save(path)
-    return path
+    return tiny_model_path
 
 
 def fresh(base_dir: str) -> StableDiffusion:
