@@ -1,6 +1,6 @@
 """Training step time and memory: kerasemote's loop vs a minimal diffusers training step.
 
-Same weights (diffusers' random init, saved as a diffusers folder that our worker converts),
+Same weights (diffusers' random init, saved as a diffusers folder that we convert once),
 same images, batch 1, AdamW, same trainable parameters; tiny at 64 px and sd-v1 at 256 px.
 Each measurement runs in its own process (so peak RSS is its own): ``--warm`` steps are
 discarded (tracing, first allocations), then the median of ``--steps`` timed steps counts.
@@ -19,8 +19,16 @@ discarded (tracing, first allocations), then the median of ``--steps`` timed ste
 
     python bench/train.py                          # tiny and sd-v1 (about 15 minutes on 2 cores)
     python bench/train.py --configs tiny --warm 3 --steps 5
+    python bench/train.py --memory --sizes 256,512 --warm 1 --steps 2   # sd-v1 peak memory
 
-Prints seconds per step, ours / diffusers (lower is better for us), peak RSS.
+Prints seconds per step, ours / diffusers (lower is better for us), peak RSS. Our workers load a
+model directory converted once beforehand (in its own process), as ``kerasemote train`` does.
+
+``--memory``: sd-v1, batch 1, each size in ``--sizes``; for textual inversion and LoRA, ours
+without and with gradient checkpointing and diffusers' step, each in its own process (peak RSS
+is the process's whole life: loading included). Prints the peak of each, ours / diffusers, what
+checkpointing saves, and its step-time cost. Available memory is printed before each run; a
+run the kernel kills for memory is reported as not fitting.
 """
 
 from __future__ import annotations
@@ -94,11 +102,19 @@ def step_summary(stamps: list[float], warm: int) -> dict[str, float]:
 # ---------------------------------------------------------------------- our worker
 
 
-def ours(task: str, root: str, size: int, warm: int, steps: int, cache: bool) -> dict:
+def convert(root: str) -> dict:
+    """Our model directory from the diffusers folder (what ``kerasemote convert`` writes)."""
     from kerasemote.convert import convert_checkpoint
+
+    convert_checkpoint(os.path.join(root, "diffusers")).save(os.path.join(root, "ours"))
+    return {"peak_rss_mib": peak_rss_mib()}
+
+
+def ours(task: str, root: str, size: int, warm: int, steps: int, cache: bool, checkpointing: bool = False) -> dict:
+    from kerasemote.model import StableDiffusion
     from kerasemote.training import LoRA, TextualInversion, TrainConfig, load_training_images, train
 
-    model = convert_checkpoint(os.path.join(root, "diffusers"))
+    model = StableDiffusion.load(os.path.join(root, "ours"))
     images = load_training_images(os.path.join(root, "images"), size=size)
     if task == "ti":
         strategy = TextualInversion({"emoji": TOKEN}, init=INIT_WORD)
@@ -108,7 +124,8 @@ def ours(task: str, root: str, size: int, warm: int, steps: int, cache: bool) ->
     images = _fixed_caption(images, CAPTION if task == "ti" else LORA_CAPTION)
     loaded = rss_mib()
     config = TrainConfig(steps=warm + steps, batch_size=1, learning_rate=LEARNING_RATES[task], optimizer="adamw",
-                         weight_decay=1e-2, clip_norm=1.0, cache_latents=cache, progress=False, seed=0)
+                         weight_decay=1e-2, clip_norm=1.0, cache_latents=cache, progress=False, seed=0,
+                         gradient_checkpointing=checkpointing)
     stamps: list[float] = []
     with tempfile.TemporaryDirectory() as out:
         stamps.append(time.perf_counter())
@@ -225,21 +242,29 @@ RUNS = (  # (label, side, task, cache)
 )
 
 
-def run_worker(side: str, task: str, root: str, size: int, warm: int, steps: int, cache: bool) -> dict:
+def run_worker(side: str, task: str, root: str, size: int, warm: int, steps: int, cache: bool,
+               checkpointing: bool = False) -> dict:
     command = [sys.executable, os.path.abspath(__file__), "--worker", side, "--task", task, "--root", root,
                "--size", str(size), "--warm", str(warm), "--steps", str(steps)] + ([] if cache else ["--no-cache"])
+    command += ["--gradient-checkpointing"] if checkpointing else []
     done = subprocess.run(command, capture_output=True, text=True)
     lines = [l for l in done.stdout.splitlines() if l.startswith("{")]
+    if done.returncode == -9:  # SIGKILL: the kernel's out-of-memory killer
+        return {"killed": True}
     if done.returncode or not lines:
         raise RuntimeError(f"worker {side} {task} failed:\n{done.stderr[-3000:]}")
     return json.loads(lines[-1])
 
 
+def available_gib() -> float:
+    with open("/proc/meminfo") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("MemAvailable:")) / 2**20
+
+
 def bench_config(name: str, size: int, warm: int, steps: int) -> dict[str, dict]:
     results = {}
     with tempfile.TemporaryDirectory(prefix="kerasemote-bench-") as root:
-        prepare(name, root)
-        json.dump(name, open(os.path.join(root, "config_name.json"), "w"))
+        prepare_all(name, root)
         for label, side, task, cache in RUNS:
             results[label] = run_worker(side, task, root, size, warm, steps, cache)
             r = results[label]
@@ -247,6 +272,53 @@ def bench_config(name: str, size: int, warm: int, steps: int) -> dict[str, dict]
                   f"min {r['min_s']:.3f})  RSS loaded {r['loaded_rss_mib']:7.0f} MiB, peak {r['peak_rss_mib']:7.0f} MiB",
                   flush=True)
     return results
+
+
+def prepare_all(name: str, root: str) -> None:
+    """The diffusers folder and images, then our model directory converted in its own process."""
+    prepare(name, root)
+    json.dump(name, open(os.path.join(root, "config_name.json"), "w"))
+    run_worker("convert", "ti", root, 0, 0, 0, True)
+
+
+MEMORY_RUNS = (  # (label, side, checkpointing)
+    ("ours", "ours", False),
+    ("ours ckpt", "ours", True),
+    ("diffusers", "diffusers", False),
+)
+
+
+def bench_memory(sizes: list[int], warm: int, steps: int, keep: str | None = None) -> None:
+    """Peak RSS and step time of sd-v1 TI and LoRA steps, ours with and without checkpointing vs diffusers."""
+    results: dict[tuple[int, str, str], dict] = {}
+    with tempfile.TemporaryDirectory(prefix="kerasemote-bench-") as tmp:
+        root = keep or tmp
+        if not os.path.exists(os.path.join(root, "ours", "config.json")):
+            os.makedirs(root, exist_ok=True)
+            prepare_all("sd-v1", root)
+        for size in sizes:
+            for task in ("ti", "lora"):
+                for label, side, checkpointing in MEMORY_RUNS:
+                    print(f"available {available_gib():.1f} GiB before {size}px {task} {label}", flush=True)
+                    r = run_worker(side, task, root, size, warm, steps, side == "ours", checkpointing)
+                    results[(size, task, label)] = r
+                    if r.get("killed"):
+                        print(f"sd-v1 {size}px {task} {label}: killed (does not fit in memory)", flush=True)
+                        continue
+                    print(f"sd-v1 {size}px {task:4s} {label:10s} {r['median_s']:7.2f} s/step  RSS loaded "
+                          f"{r['loaded_rss_mib'] / 1024:5.2f} GiB, peak {r['peak_rss_mib'] / 1024:5.2f} GiB", flush=True)
+    print("\n  px  task  peak GiB: ours  ours ckpt  diffusers  ours/diffusers  ckpt saves  ckpt step time")
+    for size in sizes:
+        for task in ("ti", "lora"):
+            r = {label: results[(size, task, label)] for label, _, _ in MEMORY_RUNS}
+            if any(x.get("killed") for x in r.values()):
+                print(f"{size:4d}  {task:4s}  (a run did not fit: see above)")
+                continue
+            plain, ckpt, theirs_r = r["ours"], r["ours ckpt"], r["diffusers"]
+            print(f"{size:4d}  {task:4s}  {plain['peak_rss_mib'] / 1024:14.2f}  {ckpt['peak_rss_mib'] / 1024:9.2f}  "
+                  f"{theirs_r['peak_rss_mib'] / 1024:9.2f}  {plain['peak_rss_mib'] / theirs_r['peak_rss_mib']:14.2f}  "
+                  f"{1 - ckpt['peak_rss_mib'] / plain['peak_rss_mib']:10.0%}  "
+                  f"{ckpt['median_s'] / plain['median_s']:13.2f}x")
 
 
 def report(all_results: dict[tuple[str, int], dict[str, dict]]) -> None:
@@ -268,17 +340,28 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=256, help="sd-v1 image size (tiny uses 64)")
     parser.add_argument("--warm", type=int, default=3, help="steps discarded before timing")
     parser.add_argument("--steps", type=int, default=5, help="timed steps")
-    parser.add_argument("--worker", choices=["ours", "diffusers"], help=argparse.SUPPRESS)
+    parser.add_argument("--memory", action="store_true", help="sd-v1 peak memory with and without checkpointing")
+    parser.add_argument("--sizes", default="256,512", help="image sizes of --memory")
+    parser.add_argument("--keep", metavar="DIR", help="--memory: prepare the models in DIR once and reuse them")
+    parser.add_argument("--worker", choices=["ours", "diffusers", "convert"], help=argparse.SUPPRESS)
+    parser.add_argument("--gradient-checkpointing", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--task", choices=["ti", "lora"], help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--no-cache", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker == "convert":
+        print(json.dumps(convert(args.root)))
+        return
     if args.worker == "ours":
-        print(json.dumps(ours(args.task, args.root, args.size, args.warm, args.steps, not args.no_cache)))
+        print(json.dumps(ours(args.task, args.root, args.size, args.warm, args.steps, not args.no_cache,
+                              args.gradient_checkpointing)))
         return
     if args.worker == "diffusers":
         print(json.dumps(theirs(args.task, args.root, args.size, args.warm, args.steps)))
+        return
+    if args.memory:
+        bench_memory([int(s) for s in args.sizes.split(",")], args.warm, args.steps, args.keep)
         return
     all_results = {}
     for name in args.configs.split(","):

@@ -31,6 +31,7 @@ LIMITS: dict[str, int] = {
     "unet_transformer_depth": 16,
     "norm_groups": 1024,
     "latent_channels": 64,
+    "unet_in_channels": 2 * 64 + 1,
     "vae_channels": 2048,
     "vae_layers_per_block": 8,
     "vae_norm_groups": 1024,
@@ -80,6 +81,8 @@ class ModelConfig:
         gelu_approximate: tanh-approximate GELU in the transformer MLP (keras-cv's
             numerics) instead of the exact erf GELU of the original.
         latent_channels: channels of the VAE latent.
+        unet_in_channels: channels the UNet takes: ``latent_channels`` (the default, None) or, for
+            an inpainting UNet, ``2 * latent_channels + 1`` (latents, mask, masked-image latents).
         vae_channels: output channels of each VAE level.
         vae_layers_per_block: resnets per VAE encoder level (decoder: one more).
         vae_norm_groups: GroupNorm groups in the VAE.
@@ -111,6 +114,7 @@ class ModelConfig:
     unet_attn_norm_eps: float = 1e-6
     gelu_approximate: bool = False
     latent_channels: int = 4
+    unet_in_channels: int | None = None
     vae_channels: tuple[int, ...] = (128, 256, 512, 512)
     vae_layers_per_block: int = 2
     vae_norm_groups: int = 32
@@ -130,12 +134,19 @@ class ModelConfig:
             if not isinstance(value, (list, tuple)):
                 raise ConfigError(key, "a list", value)
             object.__setattr__(self, key, tuple(value))
+        if self.unet_in_channels is None:
+            object.__setattr__(self, "unet_in_channels", self.latent_channels)
         _check_fields(self)
 
     @property
     def context_dim(self) -> int:
         """Width of the encoded prompt that the UNet cross-attends to."""
         return self.text_width
+
+    @property
+    def inpainting(self) -> bool:
+        """Whether the UNet also takes a mask and masked-image latents (``unet_in_channels`` > latents)."""
+        return self.unet_in_channels != self.latent_channels
 
     @property
     def time_embed_dim(self) -> int:
@@ -187,6 +198,9 @@ class ModelConfig:
         return _text_parameters(self) + _unet_parameters(self) + _vae_parameters(self)
 
     def replace(self, **changes: Any) -> ModelConfig:
+        """A copy with ``changes``; a plain UNet's input channels follow a new ``latent_channels``."""
+        if "latent_channels" in changes and "unet_in_channels" not in changes and not self.inpainting:
+            changes["unet_in_channels"] = None
         return dataclasses.replace(self, **changes)
 
 
@@ -228,6 +242,10 @@ def _check_fields(c: ModelConfig) -> None:
         raise ConfigError("gelu_approximate", "true or false", _found(c.gelu_approximate))
     if c.prediction_type not in PREDICTION_TYPES:
         raise ConfigError("prediction_type", f"one of {PREDICTION_TYPES}", _found(c.prediction_type))
+    if c.unet_in_channels not in (c.latent_channels, 2 * c.latent_channels + 1):
+        expected = (f"{c.latent_channels} (latent_channels) or {2 * c.latent_channels + 1} "
+                    "(an inpainting UNet: latents, mask, masked-image latents)")
+        raise ConfigError("unet_in_channels", expected, c.unet_in_channels)
     _check_divides(c)
 
 
@@ -279,7 +297,7 @@ def _transformer(c: ModelConfig, ch: int) -> int:
 
 def _unet_parameters(c: ModelConfig) -> int:
     temb, first = c.time_embed_dim, c.unet_channels[0]
-    total = _conv(c.latent_channels, first, 3) + _dense(first, temb) + _dense(temb, temb)
+    total = _conv(c.unet_in_channels, first, 3) + _dense(first, temb) + _dense(temb, temb)
     ch, skips, levels = first, [first], len(c.unet_channels)
     for i, (width, attention) in enumerate(zip(c.unet_channels, c.unet_attention)):
         for _ in range(c.unet_layers_per_block):

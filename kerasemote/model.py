@@ -106,7 +106,10 @@ class StableDiffusion:
         ``generate`` mixes two concepts in context space.
         """
         ids = self.tokenize(prompts)
-        return ops.convert_to_numpy(self._compiled(self.text_encoder)(ids))
+        # Each distinct prompt is encoded once: a batch of one prompt repeated costs one row.
+        unique, rows = np.unique(ids, axis=0, return_inverse=True)
+        encoded = ops.convert_to_numpy(self._compiled(self.text_encoder)(unique))
+        return encoded[rows.reshape(-1)]
 
     def add_placeholder(
         self, token: str, num_vectors: int = 1, init: str | np.ndarray | None = None
@@ -238,8 +241,8 @@ class StableDiffusion:
 
         def writer(part: str) -> model_dir.WritePart:
             def write_part(path: str) -> None:
-                arrays = {k: v.astype(dtype) for k, v in weights.model_arrays(self.parts[part]).items()}
-                weights.save_arrays(path, arrays, {"part": part})
+                # Each variable is copied out as it is written: a part is never held twice.
+                weights.save_arrays(path, weights.lazy_model_arrays(self.parts[part], dtype), {"part": part})
             return write_part
 
         manifest = {
@@ -258,7 +261,8 @@ class StableDiffusion:
             tokenizer = Tokenizer.from_dict(found.manifest.get("tokenizer", {}), source=found.config_file)
             model = cls(config, tokenizer)
             for part in PARTS:
-                weights.assign_arrays(model.parts[part], found.read(part), found.files[part])
+                with found.lazy(part) as arrays:  # one tensor in memory at a time beside the model
+                    weights.assign_arrays(model.parts[part], arrays, found.files[part])
         model.source = str(directory)
         return model
 

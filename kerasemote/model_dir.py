@@ -53,6 +53,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import numpy as np
 
 from kerasemote import storage, weights
+from kerasemote.lazy import LazyArray
 
 try:
     import fcntl
@@ -241,6 +242,21 @@ class ModelFiles:
             except weights.WeightFileError as err:  # name the gs:// object, not its download
                 raise type(err)(str(err).replace(filename, path)) from None
         return arrays
+
+    @contextlib.contextmanager
+    def lazy(self, part: str) -> Iterator[dict[str, LazyArray]]:
+        """The part's arrays, verified, each read when NumPy asks for it (``weights.lazy_arrays``).
+
+        Loading through it holds one array at a time beside the model, instead of a whole part.
+        """
+        path = self.files[part]
+        with storage.local_copy(path) as filename:
+            self.verify(part, filename)
+            try:
+                with weights.lazy_arrays(filename) as (arrays, _):
+                    yield arrays
+            except weights.WeightFileError as err:  # name the gs:// object, not its download
+                raise type(err)(str(err).replace(filename, path)) from None
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Text to image and image to image: encode_text -> denoise -> decode.
+"""Text to image, image to image and inpainting: encode_text -> denoise -> decode.
 
 The denoising loop is written once; it takes encoded prompts, so interpolation in
 context space and combined concepts reuse it unchanged.
@@ -16,7 +16,8 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from kerasemote.config import ModelConfig
-from kerasemote.schedulers import NoiseSchedule, get_sampler
+from kerasemote.inpaint import Inpainting, image_array, mask_array
+from kerasemote.schedulers import NoiseSchedule, Sampler, resolve_sampler
 
 
 class DiffusionModel(Protocol):
@@ -35,6 +36,12 @@ class DiffusionModel(Protocol):
 
     def decode_latents(self, latents: Any) -> np.ndarray: ...
 
+
+IMAGE_TO_IMAGE_STRENGTH = 0.8
+"""``strength`` when ``generate`` is given an ``init_image`` and no mask, and no strength."""
+
+INPAINT_STRENGTH = 1.0
+"""``strength`` when ``generate`` is given a mask and no strength: start from pure noise (as diffusers)."""
 
 MAX_IMAGE_SIDE = 2048
 """The largest height or width, in pixels, that ``generate`` makes."""
@@ -178,13 +185,14 @@ def generate(
     num_images: int | None = None,
     steps: int = 25,
     guidance: float = 7.5,
-    sampler: str = "ddim",
+    sampler: str | Sampler = "ddim",
     seed: int | None = None,
     height: int | None = None,
     width: int | None = None,
     init_latents: np.ndarray | None = None,
     init_image: np.ndarray | None = None,
-    strength: float = 0.8,
+    mask: np.ndarray | None = None,
+    strength: float | None = None,
     timestep_spacing: str | None = None,
     eta: float = 0.0,
     set_alpha_to_one: bool = False,
@@ -203,17 +211,28 @@ def generate(
         num_images: images to make; defaults to the number of prompts / contexts / latents.
         steps: sampler steps.
         guidance: classifier-free guidance scale; 1 disables the unconditional pass.
-        sampler: ``ddim``, ``euler`` or ``dpm++`` (flow models: ``euler``).
-        seed: seed of the initial noise (and of DDIM's eta noise); same seed, same image.
+        sampler: a name in ``kerasemote.schedulers.SAMPLERS`` (``ddim``, ``ddim-kerascv``, ``euler``,
+            ``euler-a``, ``dpm++``, ``dpm++-karras``; flow models: ``euler``) or a ready ``Sampler`` built
+            on the model's schedule with any options, e.g. ``DDIMSampler(schedule, eta=0.3)``; a ready
+            sampler keeps its own settings, so ``timestep_spacing``, ``eta`` and ``set_alpha_to_one``
+            must then be left at their defaults (see ``kerasemote.schedulers.resolve_sampler``).
+        seed: seed of the initial noise (and of the step noise of DDIM's eta and of ``euler-a``);
+            same seed, same image.
         height, width: image size in pixels, multiples of the VAE factor (8 for SD);
             default ``config.image_size``.
         init_latents: (N, H/8, W/8, 4) starting noise instead of the seeded one.
-        init_image: uint8 (N or 1, H, W, 3) image to start from (image to image).
-        strength: image to image: how much of the schedule to run (0..1).
-        timestep_spacing: ``leading`` / ``linspace`` / ``trailing``; default ``leading``
-            (SD 1.x) or ``trailing`` for flow models.
-        eta: DDIM stochasticity.
-        set_alpha_to_one: DDIM's final alpha (keras-cv's sampler uses True with linspace).
+        init_image: uint8 (N or 1, H, W, 3) image to start from (image to image), or to repaint
+            part of with ``mask``.
+        mask: inpainting: what of ``init_image`` to repaint, white (1) repaint, black (0) keep, of
+            the image's size; (H, W), (N or 1, H, W) or with a last axis of 1 or 3 (RGB), uint8,
+            bool or float in [0, 1], binarized at 0.5 (see ``kerasemote.inpaint``). Any model
+            repaints by latent blending; an inpainting model (``config.inpainting``) needs a mask.
+        strength: how much of the schedule to run (0..1); default 0.8 for image to image and 1
+            (from pure noise) for inpainting.
+        timestep_spacing: ``leading`` / ``linspace`` / ``trailing``; default the sampler's own
+            (``leading``, SD 1.x; flow models step on their own grid).
+        eta: DDIM stochasticity (DDIM samplers only).
+        set_alpha_to_one: DDIM's final alpha (``ddim-kerascv`` sets it).
         context: encoded prompts (N, 77, dim) instead of ``prompt`` (interpolation).
         negative_context: encoded negative prompts to pair with ``context``.
         jit_compile: compile the UNet with XLA.
@@ -230,8 +249,19 @@ def generate(
     if width is None:
         width = init_image.shape[2] if init_image is not None else config.image_size
     n = _infer_count(prompt, context, init_latents, init_image) if num_images is None else num_images
+    if strength is None:
+        strength = IMAGE_TO_IMAGE_STRENGTH if mask is None else INPAINT_STRENGTH
     check_generation(steps=steps, guidance=guidance, num_images=n, height=height, width=width,
                      strength=strength, eta=eta, factor=factor)
+    if mask is not None and init_image is None:
+        raise ValueError("mask: expected an init_image too (the picture the mask repaints), found none.")
+    if config.inpainting and mask is None:
+        raise ValueError(f"mask: the model's UNet takes {config.unet_in_channels} channels (an inpainting model): "
+                         "expected init_image and mask, found no mask.")
+    if init_image is not None:
+        init_image = image_array(init_image, n, height, width)
+        if mask is not None:
+            mask = mask_array(mask, n, height, width)
 
     if context is None:
         context = model.encode_text(_as_list(prompt, n))
@@ -251,11 +281,9 @@ def generate(
         _require_finite(uncond, "the encoded negative prompt", "a token embedding or the text encoder's weights")
 
     schedule = NoiseSchedule.from_config(config)
-    spacing = timestep_spacing or ("trailing" if schedule.is_flow else "leading")
-    kwargs = {"timestep_spacing": spacing}
-    if sampler == "ddim":
-        kwargs.update(eta=eta, set_alpha_to_one=set_alpha_to_one)
-    scheduler = get_sampler(sampler, schedule, **kwargs)
+    # Only the options the caller set (None: not set): a name fills in the rest, a ready sampler refuses them.
+    scheduler = resolve_sampler(sampler, schedule, timestep_spacing=timestep_spacing, eta=eta or None,
+                                set_alpha_to_one=set_alpha_to_one or None)
     scheduler.set_timesteps(steps)
 
     latent_shape = (n, height // factor, width // factor, config.latent_channels)
@@ -267,25 +295,27 @@ def generate(
     else:
         noise = initial_noise(latent_shape, seed)
 
-    timesteps = scheduler.timesteps
-    if init_image is not None:
-        image = np.asarray(init_image)
-        if image.shape[0] == 1 and n > 1:
-            image = np.repeat(image, n, axis=0)
-        if image.shape[1:3] != (height, width):
-            raise ValueError(f"init_image: expected {height}x{width} pixels, found {image.shape[1:3]}.")
+    timesteps, inpainting = scheduler.timesteps, None
+    if mask is not None:
+        inpainting = Inpainting(model, init_image, mask, scheduler, noise, seed)
+        timesteps, latents = inpainting.start(strength)
+    elif init_image is not None:
         timesteps, start_sample = scheduler.timesteps_for_strength(strength)
-        latents = start_sample(model.encode_images(image, seed=seed), noise)
+        latents = start_sample(model.encode_images(init_image, seed=seed), noise)
     else:
         latents = tf.convert_to_tensor(noise) * scheduler.init_noise_sigma
 
     denoiser = _Denoiser.for_unet(model.unet, jit_compile)
     context_t = tf.convert_to_tensor(context)
     uncond_t = None if uncond is None else tf.convert_to_tensor(uncond)
-    for t in tqdm(timesteps, desc="sampling", disable=not progress, leave=False):
+    for i, t in enumerate(tqdm(timesteps, desc="sampling", disable=not progress, leave=False)):
         model_in = scheduler.scale_model_input(latents, t)
+        if inpainting is not None:
+            model_in = inpainting.unet_input(model_in)
         out = denoiser(model_in, t, context_t, uncond_t, guidance)
         latents = scheduler.step(out, t, latents, seed=seed)
+        if inpainting is not None:
+            latents = inpainting.after_step(latents, i)
 
     # One check after the loop: NaN and infinity persist through the steps, and a check
     # per step would wait on the device every step.

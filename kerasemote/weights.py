@@ -21,14 +21,16 @@ All reads and writes go through :mod:`kerasemote.storage`, so local, Drive and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import zipfile
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from kerasemote import storage
+from kerasemote.lazy import LazyArray
 
 MANIFEST_KEY = "__manifest__"
 # The dtypes a saved model, LoRA or embedding file may store; float16 halves the file and loads back as float32.
@@ -86,7 +88,7 @@ def save_arrays(
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
             for key, array in checked.items():
                 with zf.open(key + ".npy", "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, array, allow_pickle=False)
+                    np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
 
 
 def _manifest_array(manifest: Mapping[str, Any], target: str) -> np.ndarray:
@@ -98,7 +100,7 @@ def _manifest_array(manifest: Mapping[str, Any], target: str) -> np.ndarray:
 
 
 def _numeric_array(value: Any, source: str, key: str) -> np.ndarray:
-    array = np.asarray(value)
+    array = value if isinstance(value, LazyArray) else np.asarray(value)  # a LazyArray is read when written
     if array.dtype.kind not in _NUMERIC_KINDS:
         raise WeightFileError(
             f"{source}: key {key!r} expected a numeric dtype (bool/int/float), found {array.dtype}."
@@ -166,10 +168,13 @@ def _open_npz(filename: str, source: str) -> Any:
     return npz
 
 
-def _check_npy_header(f: Any, present: int, source: str, key: str) -> None:
+def _check_npy_header(f: Any, present: int, source: str, key: str) -> tuple[tuple[int, ...], np.dtype]:
     """Refuse an array whose header asks for more bytes than follow it, before numpy allocates them.
 
     ``f`` is at the start of a ``.npy`` stream (a file or an ``.npz`` member) of ``present`` bytes.
+
+    Returns:
+        The array's shape and dtype, as its header gives them.
     """
     try:
         version = np.lib.format.read_magic(f)
@@ -180,13 +185,36 @@ def _check_npy_header(f: Any, present: int, source: str, key: str) -> None:
     except _UNREADABLE as err:
         raise WeightFileError(f"{source}: key {key!r} has no readable .npy header ({err}).") from None
     if dtype.hasobject:
-        return  # refused by np.load(allow_pickle=False), with its own message
+        return shape, dtype  # refused by np.load(allow_pickle=False), with its own message
     needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if needed > present - f.tell():
         raise WeightFileError(
             f"{source}: key {key!r} (shape {shape}, {dtype}) needs {needed} bytes but the file holds "
             f"{max(present - f.tell(), 0)}."
         )
+    return shape, dtype
+
+
+@contextlib.contextmanager
+def lazy_arrays(path: storage.PathLike) -> Iterator[tuple[dict[str, LazyArray], dict[str, Any]]]:
+    """``load_arrays`` as ``LazyArray``s, readable inside the block: ``assign_arrays`` then holds one at a time.
+
+    Every member's header (shape, dtype, byte count) is checked on entry; its data when read.
+    """
+    source = storage._fspath(path)
+    with storage.local_copy(source) as filename, _open_npz(filename, source) as npz:
+        arrays = {}
+        for key in npz.files:
+            if key == MANIFEST_KEY:
+                continue
+            member = key if key in npz.zip.NameToInfo else key + ".npy"
+            with npz.zip.open(member) as f:
+                shape, dtype = _check_npy_header(f, npz.zip.getinfo(member).file_size, source, key)
+            if dtype.kind not in _NUMERIC_KINDS:
+                raise WeightFileError(f"{source}: key {key!r} expected a numeric dtype (bool/int/float), found {dtype}.")
+            arrays[key] = LazyArray(shape, dtype, lambda key=key: _read_member(npz, key, source))
+        raw = _read_member(npz, MANIFEST_KEY, source) if MANIFEST_KEY in npz.files else None
+        yield arrays, _parse_manifest(raw, source)
 
 
 def _read_member(npz: Any, key: str, source: str) -> np.ndarray:
@@ -329,6 +357,14 @@ def model_arrays(model: Any) -> dict[str, np.ndarray]:
     return {path: keras.ops.convert_to_numpy(v) for path, v in _variables_by_path(model).items()}
 
 
+def lazy_model_arrays(model: Any, dtype: str) -> dict[str, LazyArray]:
+    """``model_arrays`` as ``dtype``, each read from its variable when written (``save_arrays``)."""
+    import keras
+
+    return {path: LazyArray(v.shape, dtype, lambda v=v: keras.ops.convert_to_numpy(v).astype(dtype))
+            for path, v in _variables_by_path(model).items()}
+
+
 def assign_arrays(
     model: Any,
     arrays: Mapping[str, Any],
@@ -361,7 +397,8 @@ def assign_arrays(
     problems = _key_problems(source_name, variables, arrays) if strict else []
     common = sorted(set(variables) & set(arrays))
     expected_shapes = {key: tuple(variables[key].shape) for key in common}
-    found = {key: np.asarray(arrays[key]) for key in common}
+    # Shapes and dtypes are checked without reading a LazyArray: its data is read when assigned.
+    found = {key: _shaped(arrays[key]) for key in common}
     problems += _shape_problems(source_name, expected_shapes, found)
     problems += _dtype_problems(source_name, variables, found)
     if problems:
@@ -369,8 +406,17 @@ def assign_arrays(
     import keras
 
     for key in common:
-        variables[key].assign(keras.ops.cast(found[key], variables[key].dtype))
+        value = found.pop(key)
+        if isinstance(value, LazyArray):
+            value = np.asarray(value)
+        variables[key].assign(keras.ops.cast(value, variables[key].dtype))
+        del value  # one array in memory at a time
     return AssignResult(assigned=common, missing=missing, unexpected=unexpected)
+
+
+def _shaped(value: Any) -> Any:
+    """``value`` if it has a shape and a dtype (an array, a tensor, a ``LazyArray``), else as a NumPy array."""
+    return value if hasattr(value, "shape") and hasattr(value, "dtype") else np.asarray(value)
 
 
 def _dtype_kind(dtype: Any) -> str:

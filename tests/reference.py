@@ -23,7 +23,7 @@ def diffusers_parts(config, seed: int = 0, randomize: bool = False):
     levels = len(config.unet_channels)
     unet = UNet2DConditionModel(
         sample_size=config.image_size // config.vae_downsample,
-        in_channels=config.latent_channels,
+        in_channels=config.unet_in_channels,
         out_channels=config.latent_channels,
         block_out_channels=config.unet_channels,
         layers_per_block=config.unet_layers_per_block,

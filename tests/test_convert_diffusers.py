@@ -108,7 +108,7 @@ def test_config_round_trips_through_diffusers_config_files(tmp_path):
         ("unet", "use_linear_projection", True, "use_linear_projection = True"),
         ("unet", "class_embed_type", "timestep", "class_embed_type = 'timestep'"),
         ("unet", "down_block_types", ["SimpleCrossAttnDownBlock2D", "CrossAttnDownBlock2D"], "SimpleCrossAttnDownBlock2D"),
-        ("unet", "in_channels", 9, "inpainting"),
+        ("unet", "in_channels", 5, "unet_in_channels: expected 4 (latent_channels) or 9"),
         ("unet", "attention_head_dim", [2, 4], "attention_head_dim = [2, 4] differs per level"),
         ("text_encoder", "hidden_act", "gelu", "hidden_act = 'gelu'"),
         ("text_encoder", "hidden_size", 128, "hidden_size is 128"),

@@ -206,11 +206,11 @@ def test_only_the_requested_parts_are_read(tiny_file, tmp_path):
             "use_linear_projection",
         ),
         (
-            lambda s: s.update({"model.diffusion_model.input_blocks.0.0.weight": np.ones((32, 9, 3, 3), "float32")}),
-            "inpainting",
+            lambda s: s.update({"model.diffusion_model.input_blocks.0.0.weight": np.ones((32, 5, 3, 3), "float32")}),
+            r"unet_in_channels: expected 4 \(latent_channels\) or 9",
         ),
     ],
-    ids=["sd2-text", "sdxl", "sd2-linear-proj", "inpainting"],
+    ids=["sd2-text", "sdxl", "sd2-linear-proj", "5-channel-unet"],
 )
 def test_non_sd1_checkpoints_are_refused_saying_what_was_found(tiny_file, tmp_path, edit, message):
     path, _ = tiny_file

@@ -11,6 +11,7 @@ from kerasemote.schedulers import (
     SAMPLERS,
     DDIMSampler,
     DPMSolverSampler,
+    EulerAncestralSampler,
     EulerSampler,
     NoiseSchedule,
     get_sampler,
@@ -22,6 +23,9 @@ STEP_COUNTS = (1, 7, 10, 25, 50)
 SPACINGS = ("leading", "linspace", "trailing")
 SD_KWARGS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 KERAS_CV_DDIM = dict(timestep_spacing="linspace", set_alpha_to_one=True, prev_timestep="sequence")
+# Samplers compared here with diffusers' scheduler of the same defaults; euler-a and dpm++-karras have
+# their own file (tests/test_schedulers_community.py), ddim-kerascv is keras-cv's rule.
+DIFFUSERS_TWINS = ("ddim", "euler", "dpm++")
 
 
 def _normal(*shape, seed=0):
@@ -110,12 +114,13 @@ def test_leading_spacing_past_the_schedule_end_is_an_error():
 def test_get_sampler_builds_every_named_sampler():
     schedule = NoiseSchedule()
     kinds = {name: type(get_sampler(name, schedule)) for name in SAMPLERS}
-    assert kinds == {"ddim": DDIMSampler, "euler": EulerSampler, "dpm++": DPMSolverSampler}
+    assert kinds == {"ddim": DDIMSampler, "ddim-kerascv": DDIMSampler, "euler": EulerSampler,
+                     "euler-a": EulerAncestralSampler, "dpm++": DPMSolverSampler, "dpm++-karras": DPMSolverSampler}
     with pytest.raises(ValueError, match="dpm\\+\\+"):
         get_sampler("plms", schedule)
 
 
-@pytest.mark.parametrize("name", ["ddim", "dpm++"])
+@pytest.mark.parametrize("name", ["ddim", "ddim-kerascv", "euler-a", "dpm++", "dpm++-karras"])
 def test_diffusion_only_samplers_reject_flow_and_point_to_euler(name):
     with pytest.raises(ValueError, match="'euler'"):
         get_sampler(name, NoiseSchedule(prediction_type="flow"))
@@ -185,7 +190,7 @@ def test_a_python_unrolled_loop_traces_under_tf_function(name):
 
     def loop(x):
         for t in timesteps:
-            x = sampler.step(0.1 * sampler.scale_model_input(x, t), t, x)
+            x = sampler.step(0.1 * sampler.scale_model_input(x, t), t, x, seed=0)  # euler-a: stateless noise
         return x
 
     x = tf.constant(_normal(*SHAPE))
@@ -272,7 +277,7 @@ def test_alphas_cumprod_match_diffusers(beta_schedule):
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize("name", SAMPLERS)
+@pytest.mark.parametrize("name", DIFFUSERS_TWINS)
 @pytest.mark.parametrize("spacing", SPACINGS)
 def test_timesteps_and_sigmas_match_diffusers(name, spacing):
     for n in STEP_COUNTS:
@@ -288,7 +293,7 @@ def test_timesteps_and_sigmas_match_diffusers(name, spacing):
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize("name", SAMPLERS)
+@pytest.mark.parametrize("name", DIFFUSERS_TWINS)
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 @pytest.mark.parametrize("spacing,steps", [("leading", 10), ("trailing", 7), ("linspace", 6)])
 def test_short_sampling_loop_matches_diffusers(name, prediction_type, spacing, steps):
@@ -344,7 +349,7 @@ def test_add_noise_and_velocity_match_diffusers(prediction_type):
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize("name", SAMPLERS)
+@pytest.mark.parametrize("name", DIFFUSERS_TWINS)
 @pytest.mark.parametrize("steps,strength", [(10, 0.75), (25, 0.3), (50, 0.5), (7, 1.0)])
 def test_img2img_timesteps_and_start_sample_match_diffusers_pipeline(name, steps, strength):
     from diffusers import StableDiffusionImg2ImgPipeline

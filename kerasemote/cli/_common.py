@@ -86,7 +86,8 @@ def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--steps", type=int, default=25, help="sampler steps (default 25)")
     parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
-    parser.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="sampler (default ddim)")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="sampler (default ddim): ddim-kerascv reproduces keras-cv's images, euler-a and "
+                        "dpm++-karras are diffusers' EulerAncestral and DPM++ 2M Karras; see docs/generating.md")
 
 
 def add_size_arguments(parser: argparse.ArgumentParser) -> None:

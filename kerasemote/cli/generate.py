@@ -1,4 +1,4 @@
-"""``kerasemote generate``: text to image (and image to image) with any model."""
+"""``kerasemote generate``: text to image (image to image, inpainting) with any model."""
 
 from __future__ import annotations
 
@@ -37,7 +37,10 @@ def register(subparsers) -> None:
                                         "f its VAE factor and C its latent channels (SD 1.x: f 8, C 4; "
                                         "kerasemote-tiny: f 4, C 4)")
     p.add_argument("--init-image", help="image to image: start from this picture")
-    p.add_argument("--strength", type=float, default=0.8, help="image to image: how much to change (0..1)")
+    p.add_argument("--mask", help="inpainting: repaint the white part of --init-image, keep the black part (a "
+                                  "grayscale or RGB image of the same size; gray counts as white from 50%% up)")
+    p.add_argument("--strength", type=float, default=None,
+                   help="image to image / inpainting: how much to change (0..1; default 0.8, with --mask 1)")
     p.add_argument(
         "--timestep-spacing",
         choices=TIMESTEP_SPACINGS,
@@ -62,9 +65,21 @@ def run(args: argparse.Namespace) -> int:
     from kerasemote import images as image_io
     from kerasemote.weights import load_npy
 
-    more = dict(num_images=args.num_images, strength=args.strength, eta=args.eta)
+    more = dict(num_images=args.num_images, eta=args.eta)
+    if args.strength is not None:
+        more["strength"] = args.strength
+    if args.mask and not args.init_image:
+        raise ValueError(f"--mask {args.mask}: expected --init-image too (the picture it repaints), found none.")
     check_sampling_args(args, **more)
     lora_arguments(args.lora)
+    init_image = mask = None  # read before the model loads, so a bad file fails at once
+    if args.init_image:
+        size = None if args.height is None else (args.height, args.width or args.height)
+        init_image = image_io.load_image(args.init_image, size=size)[None]
+    if args.mask:
+        from kerasemote.inpaint import read_mask
+
+        mask = read_mask(args.mask, args.init_image, size)
     model = load_model_from_args(args)
     check_sampling_args(args, model, **more)
     apply_adapters(model, args.embeddings, args.lora)
@@ -73,10 +88,6 @@ def run(args: argparse.Namespace) -> int:
         init_latents = load_npy(args.init_noise, expected_shape=(None, None, None, model.config.latent_channels))
         if not np.isfinite(init_latents).all():
             raise ValueError(f"--init-noise {args.init_noise}: expected finite values, found NaN or infinity.")
-    init_image = None
-    if args.init_image:
-        size = None if args.height is None else (args.height, args.width or args.height)
-        init_image = image_io.load_image(args.init_image, size=size)[None]
     result = model.generate(
         args.prompt,
         negative_prompt=args.negative_prompt or None,
@@ -84,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         init_latents=init_latents,
         init_image=init_image,
+        mask=mask,
         strength=args.strength,
         timestep_spacing=args.timestep_spacing,
         eta=args.eta,

@@ -42,6 +42,7 @@ def register(subparsers) -> None:
 
 def _add_run_arguments(p: argparse.ArgumentParser, default_lr: float) -> None:
     from kerasemote.training.config import LR_SCHEDULES, OPTIMIZERS
+    from kerasemote.training.distribute import DISTRIBUTIONS
 
     add_model_arguments(p)
     p.add_argument("--data", required=True, help="image folder (sidecar .txt captions; subfolders = concepts) "
@@ -69,10 +70,18 @@ def _add_run_arguments(p: argparse.ArgumentParser, default_lr: float) -> None:
                                                                  "(needs --no-cache-latents)")
     p.add_argument("--no-cache-latents", action="store_true", help="encode images every step instead of once")
     p.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute UNet block activations in the backward pass: less memory, slower steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--validate-every", type=int, default=0, help="validation images every N steps (0: never)")
     p.add_argument("--validation-prompt", action="append", default=[], help="repeatable")
+    p.add_argument("--distribution", choices=DISTRIBUTIONS, default="none",
+                   help="train on one device (none), every GPU here (mirrored), several machines or processes "
+                        "(multi-worker: TF_CONFIG names them; the chief writes --out) or a TPU (tpu)")
+    p.add_argument("--tpu", default=None, metavar="NAME|grpc://HOST:PORT|local",
+                   help="--distribution tpu: the TPU (default: Colab's COLAB_TPU_ADDR, else TPU_NAME, else this "
+                        "TPU VM's own)")
     add_run_folder_arguments(p, nargs="?", const=True, default=False, metavar="PATH",
                              help="continue from the newest checkpoint in --out, or from PATH (run folder, "
                                   "checkpoint, or for textual inversion an embeddings .npy/.npz)")
@@ -100,7 +109,8 @@ def _config(args: argparse.Namespace):
         steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate, optimizer=args.optimizer,
         weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
         grad_accum=args.grad_accum, clip_norm=args.clip_norm or None, min_snr_gamma=args.min_snr_gamma,
-        noise_offset=args.noise_offset, jit_compile=args.jit_compile, ema_decay=getattr(args, "ema", None),
+        noise_offset=args.noise_offset, jit_compile=args.jit_compile,
+        gradient_checkpointing=args.gradient_checkpointing, ema_decay=getattr(args, "ema", None),
         seed=args.seed, cache_latents=not args.no_cache_latents, flip=not args.no_flip, crop_scale=args.crop_scale,
         checkpoint_every=args.checkpoint_every, validate_every=args.validate_every,
         validation_prompts=tuple(args.validation_prompt),
@@ -110,16 +120,19 @@ def _config(args: argparse.Namespace):
 def _run(args: argparse.Namespace, make_strategy, resume=None) -> int:
     from kerasemote.embeddings import norm_summary
     from kerasemote.training import TextualInversion, load_training_images, train
-    from kerasemote.training.runlock import claim
+    from kerasemote.training.distribute import claim_run_folder, distribution_scope, make_distribution
 
     config = _config(args)
     resume = args.resume if resume is None else resume
-    with claim(args.out, resume, args.overwrite, args.force_unlock):  # before the model loads: a busy --out fails at once
-        model = load_model_from_args(args)
+    dist = make_distribution(args.distribution, args.tpu)  # first: multi-worker and TPU set up TensorFlow itself
+    # Before the model loads: a busy --out fails at once.
+    with claim_run_folder(args.out, dist, resume, args.overwrite, args.force_unlock):
+        with distribution_scope(dist):  # the model's variables live on every replica
+            model = load_model_from_args(args)
         images = load_training_images(args.data, args.resolution or model.config.image_size, splits=args.split)
         strategy = make_strategy(images)
-        result = train(model, strategy, images, config, args.out, resume=resume, overwrite=args.overwrite,
-                       force_unlock=args.force_unlock)
+        result = train(model, strategy, images, config, args.out, resume=resume, distribution=dist,
+                       overwrite=args.overwrite, force_unlock=args.force_unlock)
     print(f"{result.status} at step {result.step}; wrote {', '.join(result.outputs) or 'nothing'}")
     if isinstance(strategy, TextualInversion):
         print(f"token norms: {norm_summary(model, strategy.placeholders, strategy.init)}")

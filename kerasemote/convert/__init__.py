@@ -44,7 +44,11 @@ def detect_format(src: str) -> str:
 
 
 def convert_checkpoint(src: str):
-    """Read any supported checkpoint into a ``StableDiffusion`` (see ``detect_format``)."""
+    """Read any supported checkpoint into a ``StableDiffusion`` (see ``detect_format``).
+
+    Local ``.safetensors`` weights and model directories are read one tensor at a time while the
+    model is filled, so the peak memory stays near the model's own size.
+    """
     from kerasemote.model import StableDiffusion
 
     fmt = detect_format(src)
@@ -58,17 +62,17 @@ def convert_checkpoint(src: str):
     elif fmt == "diffusers":
         from kerasemote.convert.diffusers import convert_diffusers_folder
 
-        config, arrays = convert_diffusers_folder(src)
+        config, arrays = convert_diffusers_folder(src, lazy=True)
     else:
         from kerasemote.convert.original import convert_single_file
 
-        config, arrays = convert_single_file(src)
+        config, arrays = convert_single_file(src, lazy=True)
     from kerasemote.model import PARTS
 
     missing = [part for part in PARTS if part not in arrays]
     if missing:
         raise ValueError(f"{src}: the checkpoint lacks {', '.join(missing)}; a model needs all of {PARTS}.")
     model = StableDiffusion(config)
-    model.load_part_arrays(arrays, src)
+    model.load_part_arrays(arrays, src)  # lazy arrays: one tensor in memory at a time beside the model
     model.source = os.fspath(src)
     return model

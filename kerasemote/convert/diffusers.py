@@ -88,11 +88,11 @@ def find_weights(folder: storage.PathLike, component: str, variant: str | None =
     raise FileNotFoundError(f"{sub}: no weight file; looked for {candidates}.")
 
 
-def read_component_state(path: str) -> dict[str, np.ndarray]:
-    """One weight file, or all the shards listed by ``<path>.index.json``."""
+def read_component_state(path: str, lazy: bool = False) -> dict[str, np.ndarray]:
+    """One weight file, or all the shards listed by ``<path>.index.json`` (``lazy``: see ``torchfile.load_state_dict``)."""
     index = path + ".index.json"
     if storage.exists(path) or not storage.exists(index):
-        return torchfile.load_state_dict(path)
+        return torchfile.load_state_dict(path, lazy=lazy)
     folder = path.rsplit("/", 1)[0]
     weight_map = read_json(index).get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
@@ -102,7 +102,7 @@ def read_component_state(path: str) -> dict[str, np.ndarray]:
     shards = {storage.inside(folder, name, index, f"weight_map.{key}") for key, name in weight_map.items()}
     state = {}
     for shard in sorted(shards):
-        state.update(torchfile.load_state_dict(shard))
+        state.update(torchfile.load_state_dict(shard, lazy=lazy))
     return state
 
 
@@ -111,6 +111,7 @@ def convert_diffusers_folder(
     parts: Iterable[str] = naming.PARTS,
     variant: str | None = None,
     base: ModelConfig = SD_V1,
+    lazy: bool = False,
 ) -> tuple[ModelConfig, dict[str, dict[str, np.ndarray]]]:
     """Read a diffusers Stable Diffusion folder into our config and arrays.
 
@@ -119,6 +120,8 @@ def convert_diffusers_folder(
         parts: which of ``unet``, ``vae_encoder``, ``vae_decoder``, ``text_encoder`` to read.
         variant: ``"fp16"`` to prefer ``*.fp16.*`` weight files.
         base: config values the folder does not give (see ``config_from_diffusers``).
+        lazy: arrays are ``LazyArray``s, read and converted one by one when assigned
+            (local ``.safetensors`` weights are then never held whole in memory).
 
     Returns:
         ``(config, {part: {variable_path: float32 array}})``.
@@ -134,8 +137,8 @@ def convert_diffusers_folder(
         if not parts & set(component_parts):
             continue
         path = find_weights(root, component, variant)
-        state = _normalize_keys(read_component_state(path), component)
-        converted = arrays_from_state(state, diffusers_layout(config, component), path, release=True)
+        state = _normalize_keys(read_component_state(path, lazy), component)
+        converted = arrays_from_state(state, diffusers_layout(config, component), path, release=True, lazy=lazy)
         arrays.update({p: converted[p] for p in component_parts if p in parts})
     return config, arrays
 

@@ -118,11 +118,6 @@ def _unet_fields(data: Mapping[str, Any], source: str) -> dict[str, Any]:
         raise ValueError(
             f"{source}: up_block_types = {up}; expected the mirror of down_block_types {expected_up}."
         )
-    if data.get("in_channels", 4) != data.get("out_channels", 4):
-        raise ValueError(
-            f"{source}: in_channels {data.get('in_channels')} != out_channels {data.get('out_channels')} "
-            "(inpainting UNets are not supported)."
-        )
     # diffusers' SD 1.x configs store the head count in attention_head_dim.
     heads_key = "num_attention_heads" if data.get("num_attention_heads") is not None else "attention_head_dim"
     return dict(
@@ -137,7 +132,9 @@ def _unet_fields(data: Mapping[str, Any], source: str) -> dict[str, Any]:
         unet_norm_eps=data.get("norm_eps", 1e-5),
         unet_attn_norm_eps=1e-6,
         gelu_approximate=False,
-        latent_channels=data.get("in_channels", 4),
+        # An inpainting UNet takes 2 * latents + 1 channels (latents, mask, masked-image latents).
+        latent_channels=data.get("out_channels", 4),
+        unet_in_channels=data.get("in_channels", 4),
         text_width=_single(data, "cross_attention_dim", source),
     )
 
@@ -272,7 +269,7 @@ def diffusers_configs(config: ModelConfig) -> dict[str, dict[str, Any]]:
         "downsample_padding": 1,
         "flip_sin_to_cos": True,
         "freq_shift": 0,
-        "in_channels": c.latent_channels,
+        "in_channels": c.unet_in_channels,
         "layers_per_block": c.unet_layers_per_block,
         "mid_block_scale_factor": 1,
         "norm_eps": c.unet_norm_eps,

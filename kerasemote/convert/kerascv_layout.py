@@ -149,7 +149,7 @@ def _unet_layout(c: ModelConfig) -> list[LayerSpec]:
     linear_1, linear_2 = "unet/time_embedding/linear_1", "unet/time_embedding/linear_2"
     layers = [  # graph-depth order of keras-cv's functional model
         LayerSpec("Dense", linear_1, _dense(linear_1, c0, temb)),
-        _padded_conv("unet/conv_in", 3, c.latent_channels, c0),
+        _padded_conv("unet/conv_in", 3, c.unet_in_channels, c0),
         LayerSpec("Dense", linear_2, _dense(linear_2, temb, temb)),
     ]
     skips, ch = [c0], c0  # channels of the skip tensors the up path concatenates

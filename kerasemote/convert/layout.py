@@ -14,6 +14,7 @@ import numpy as np
 
 from kerasemote.config import ModelConfig
 from kerasemote.convert import naming
+from kerasemote.lazy import LazyArray
 from kerasemote.weights import WeightFileError
 
 # diffusers component folder -> our parts that its weights fill.
@@ -52,16 +53,20 @@ def listed_keys(keys: Iterable[str]) -> str:
     return shown + (f" ... ({len(keys)} in all)" if len(keys) > _MAX_LISTED else "")
 
 
-def _fit_shape(array: np.ndarray, want: tuple[int, ...]) -> np.ndarray | None:
-    """``array`` in the expected reference shape, or None; 1x1 convs stand in for Linear."""
-    if array.shape == want:
-        return array
-    if len(want) == 2 and array.ndim in (3, 4) and array.shape[2:] == (1,) * (array.ndim - 2):
-        if array.shape[:2] == want:
-            return array.reshape(want)
-    if len(want) == 4 and array.ndim == 2 and want[2:] == (1, 1) and array.shape == want[:2]:
-        return array.reshape(want)
-    return None
+def _fits(shape: tuple[int, ...], want: tuple[int, ...]) -> bool:
+    """Whether an array of ``shape`` holds the reference shape ``want``; 1x1 convs stand in for Linear."""
+    shape = tuple(shape)
+    if shape == want:
+        return True
+    if len(want) == 2 and len(shape) in (3, 4) and shape[2:] == (1,) * (len(shape) - 2):
+        return shape[:2] == want
+    return len(want) == 4 and len(shape) == 2 and want[2:] == (1, 1) and shape == want[:2]
+
+
+def _converted(value: object, want: tuple[int, ...], entry: Entry, dtype: str) -> np.ndarray:
+    """One reference tensor in our layout, as a C-ordered array of ``dtype`` (one copy)."""
+    array = np.asarray(value).reshape(want)
+    return np.array(naming.to_keras(entry.path, array, entry.shape), dtype=dtype, order="C")
 
 
 def arrays_from_state(
@@ -70,6 +75,7 @@ def arrays_from_state(
     source: str,
     dtype: str = "float32",
     release: bool = False,
+    lazy: bool = False,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Check every key and shape of a reference state dict, then convert to our layout.
 
@@ -80,6 +86,9 @@ def arrays_from_state(
         dtype: dtype of the returned arrays.
         release: pop each array from ``state`` once converted, so a full-size
             checkpoint is never held twice (the caller must own ``state``).
+        lazy: return ``LazyArray``s that read and convert their tensor when NumPy asks
+            for it; with a lazy ``state`` (``torchfile.load_state_dict(lazy=True)``) a model then
+            loads one tensor at a time.
 
     Returns:
         ``{part: {variable_path: array}}`` in Keras layout.
@@ -94,21 +103,22 @@ def arrays_from_state(
         problems.append(f"{source}: missing keys {listed_keys(missing)}.")
     if unexpected:
         problems.append(f"{source}: unexpected keys {listed_keys(unexpected)}.")
-    fitted = {}
+    wanted = {}
     for key in sorted(set(layout) & set(state)):
-        want = naming.torch_shape(layout[key].path, layout[key].shape)
-        fitted[key] = _fit_shape(np.asarray(state[key]), want)
-        if fitted[key] is None:
-            problems.append(f"{source}: key {key!r} expected shape {want}, found {tuple(state[key].shape)}.")
+        wanted[key] = naming.torch_shape(layout[key].path, layout[key].shape)
+        if not _fits(np.shape(state[key]), wanted[key]):  # np.shape reads no LazyArray
+            problems.append(f"{source}: key {key!r} expected shape {wanted[key]}, found {tuple(np.shape(state[key]))}.")
     if problems:
         raise WeightFileError("\n".join(problems[: 2 + _MAX_LISTED]))
     out: dict[str, dict[str, np.ndarray]] = {}
-    for key in list(fitted):
+    for key, want in wanted.items():
         entry = layout[key]
-        value = naming.to_keras(entry.path, fitted.pop(key), entry.shape)
-        out.setdefault(entry.part, {})[entry.path] = np.array(value, dtype=dtype, order="C")  # one copy
-        if release:
-            del state[key]
+        value = state.pop(key) if release else state[key]
+        if lazy:
+            converted = LazyArray(entry.shape, dtype, lambda v=value, w=want, e=entry: _converted(v, w, e, dtype))
+        else:
+            converted = _converted(value, want, entry, dtype)
+        out.setdefault(entry.part, {})[entry.path] = converted
     return out
 
 

@@ -121,7 +121,7 @@ def _transformer(out: Shapes, prefix: str, channels: int, config) -> None:
 def _unet_shapes(config, root: str) -> Shapes:
     c, out = config, {}
     temb = c.time_embed_dim
-    _conv(out, f"{root}/conv_in", c.latent_channels, c.unet_channels[0], 3)
+    _conv(out, f"{root}/conv_in", c.unet_in_channels, c.unet_channels[0], 3)
     _dense(out, f"{root}/time_embedding/linear_1", c.unet_channels[0], temb)
     _dense(out, f"{root}/time_embedding/linear_2", temb, temb)
     ch, skips, levels = c.unet_channels[0], [c.unet_channels[0]], len(c.unet_channels)

@@ -23,8 +23,9 @@ level ``layers_per_block`` (resnet, attention) blocks and a downsampler (``op``)
 ``norm1/conv1``, ``emb_layers.1`` is ``time_emb_proj``, ``out_layers.0/3`` are
 ``norm2/conv2`` and ``skip_connection`` is ``conv_shortcut`` (``nin_shortcut`` in the VAE).
 
-Only SD 1.x is supported; SD 2.x (OpenCLIP text encoder, linear ``proj_in``), SDXL and
-inpainting checkpoints are refused with a message saying what was found.
+Only SD 1.x is supported, inpainting checkpoints included (a UNet taking ``2 * latent + 1``
+channels: ``unet_in_channels`` is read off ``input_blocks.0.0``); SD 2.x (OpenCLIP text encoder,
+linear ``proj_in``) and SDXL are refused with a message saying what was found.
 
 Example:
     >>> config, arrays = convert_single_file("v1-5-pruned-emaonly.safetensors")  # doctest: +SKIP
@@ -179,12 +180,6 @@ def _refuse_unsupported(state: Mapping[str, np.ndarray], source: str) -> None:
             f"{source}: key {proj_in[0]!r} is a Linear layer of shape {state[proj_in[0]].shape} "
             "(SD 2.x use_linear_projection); expected a 1x1 convolution (SD 1.x)."
         )
-    conv_in, conv_out = UNET_PREFIX + "input_blocks.0.0.weight", UNET_PREFIX + "out.2.weight"
-    if conv_in in state and conv_out in state and state[conv_in].shape[1] != state[conv_out].shape[0]:
-        raise ValueError(
-            f"{source}: UNet takes {state[conv_in].shape[1]} input channels but predicts "
-            f"{state[conv_out].shape[0]} (an inpainting checkpoint?); expected equal."
-        )
 
 
 def _indices(keys: Iterable[str], pattern: str) -> list[int]:
@@ -208,7 +203,9 @@ def _unet_config(state: Mapping[str, np.ndarray], source: str) -> dict[str, Any]
     firsts = [1 + i * per_level for i in range(levels)]
     mid_blocks = _indices(u, r"middle_block\.1\.transformer_blocks\.(\d+)\.")
     return dict(
-        latent_channels=int(_need(u, "input_blocks.0.0.weight", source).shape[1]),
+        # An inpainting UNet takes more channels (latents, mask, masked-image latents) than it predicts.
+        latent_channels=int(_need(u, "out.2.weight", source).shape[0]),
+        unet_in_channels=int(_need(u, "input_blocks.0.0.weight", source).shape[1]),
         unet_channels=tuple(
             int(_need(u, f"input_blocks.{b}.0.in_layers.2.weight", source).shape[0]) for b in firsts
         ),
@@ -302,6 +299,7 @@ def convert_single_file(
     config: ModelConfig | None = None,
     parts: Iterable[str] = naming.PARTS,
     base: ModelConfig = SD_V1,
+    lazy: bool = False,
 ) -> tuple[ModelConfig, dict[str, dict[str, np.ndarray]]]:
     """Read an original single-file checkpoint into our config and arrays.
 
@@ -312,6 +310,8 @@ def convert_single_file(
             (``config_from_single_file`` with ``base``).
         parts: which of ``unet``, ``vae_encoder``, ``vae_decoder``, ``text_encoder`` to read.
         base: values the weights cannot show, when ``config`` is None.
+        lazy: arrays are ``LazyArray``s, read and converted one by one when assigned
+            (a local ``.safetensors`` is then never held whole in memory).
 
     Returns:
         ``(config, {part: {variable_path: float32 array}})``.
@@ -319,10 +319,11 @@ def convert_single_file(
     Raises:
         WeightFileError: missing or unexpected keys under the requested parts'
             prefixes, or wrong shapes, naming the file.
-        ValueError: an SD 2.x / SDXL / inpainting checkpoint.
+        ValueError: an SD 2.x / SDXL checkpoint, or a UNet whose input channels are neither the
+            latent's nor an inpainting UNet's.
     """
     source = storage._fspath(path)
-    state = torchfile.load_state_dict(source)
+    state = torchfile.load_state_dict(source, lazy=lazy)
     if config is None:
         config = config_from_single_file(state, source, base, name=storage.basename(source).split(".")[0])
     else:
@@ -332,7 +333,7 @@ def convert_single_file(
     prefixes = tuple(_PREFIXES[c] for c in components)
     wanted = {k: state.pop(k) for k in list(state) if k.startswith(prefixes) and k != _TEXT_BUFFER}
     del state  # EMA copies and buffers go before the conversion allocates
-    arrays = arrays_from_state(wanted, single_file_layout(config, components), source, release=True)
+    arrays = arrays_from_state(wanted, single_file_layout(config, components), source, release=True, lazy=lazy)
     return config, {p: arrays[p] for p in parts}
 
 

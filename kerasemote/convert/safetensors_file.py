@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from kerasemote import storage
+from kerasemote.lazy import LazyArray
 from kerasemote.weights import WeightFileError
 
 _SAFETENSORS_DTYPES = {
@@ -134,19 +135,29 @@ def safetensors_metadata(path: storage.PathLike) -> dict[str, str]:
         return dict(safetensors_header(filename, source)[0].get("__metadata__", {}))
 
 
-def read_safetensors(filename: str, source: str | None = None) -> dict[str, np.ndarray]:
+def read_safetensors(filename: str, source: str | None = None, lazy: bool = False) -> dict[str, Any]:
     """Every tensor of a local ``.safetensors`` file, after ``safetensors_header`` checked it.
 
     BF16 tensors, which NumPy has no dtype for, are widened to float32 from their raw bits.
+
+    Args:
+        filename: a local file.
+        source: the name used in errors (the ``gs://`` object it was downloaded from).
+        lazy: return ``LazyArray``s that read their tensor when NumPy asks for it (the
+            file must stay in place until then), so a converter holds one tensor at a time.
     """
     header, data_start = safetensors_header(filename, source)
-    arrays = {}
+    arrays: dict[str, Any] = {}
     for key, entry in header.items():
         if key == "__metadata__":
             continue
         begin, end = entry["data_offsets"]
         bf16 = entry["dtype"] == "BF16"
         dtype = np.dtype("<u2" if bf16 else _SAFETENSORS_DTYPES[entry["dtype"]]).newbyteorder("<")
-        flat = np.fromfile(filename, dtype=dtype, count=(end - begin) // dtype.itemsize, offset=data_start + begin)
-        arrays[key] = (bfloat16_to_float32(flat) if bf16 else flat).reshape(entry["shape"])
+
+        def read(begin=begin, end=end, bf16=bf16, dtype=dtype, shape=entry["shape"]) -> np.ndarray:
+            flat = np.fromfile(filename, dtype=dtype, count=(end - begin) // dtype.itemsize, offset=data_start + begin)
+            return (bfloat16_to_float32(flat) if bf16 else flat).reshape(shape)
+
+        arrays[key] = LazyArray(entry["shape"], np.float32 if bf16 else dtype, read) if lazy else read()
     return arrays

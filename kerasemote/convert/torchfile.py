@@ -364,7 +364,7 @@ def _flat_arrays(obj: Any, source: str) -> dict[str, np.ndarray]:
     return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, np.ndarray)}
 
 
-def load_state_dict(path: storage.PathLike) -> dict[str, np.ndarray]:
+def load_state_dict(path: storage.PathLike, lazy: bool = False) -> dict[str, np.ndarray]:
     """Every tensor of a ``.safetensors``, ``.bin``, ``.ckpt`` or ``.pt`` file, by key.
 
     A top-level ``"state_dict"`` entry (original SD ``.ckpt``) is unwrapped; other
@@ -372,6 +372,8 @@ def load_state_dict(path: storage.PathLike) -> dict[str, np.ndarray]:
 
     Args:
         path: local, Drive or ``gs://`` path.
+        lazy: a local ``.safetensors`` file gives ``LazyArray``s, each read when NumPy
+            asks for it (converters then hold one tensor at a time); other files are read whole.
 
     Returns:
         key -> NumPy array in the file's layout (PyTorch's (out, in, kh, kw)...);
@@ -380,7 +382,7 @@ def load_state_dict(path: storage.PathLike) -> dict[str, np.ndarray]:
     source = storage._fspath(path)
     if source.endswith(".safetensors"):
         with storage.local_copy(source) as filename:
-            return read_safetensors(filename, source)
+            return read_safetensors(filename, source, lazy=lazy and filename == source)
     return _flat_arrays(load_torch_zip(source), source)
 
 

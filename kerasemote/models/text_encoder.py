@@ -15,6 +15,7 @@ import numpy as np
 from keras import ops
 
 from kerasemote.config import ModelConfig
+from kerasemote.models.recompute import checkpointed
 
 
 class TokenEmbedding(keras.layers.Layer):
@@ -53,7 +54,14 @@ class TokenEmbedding(keras.layers.Layer):
         return ops.concatenate([self.embeddings, self.extra_embeddings], axis=0)
 
     def call(self, token_ids):
-        return ops.take(self.table(), ops.cast(token_ids, "int32"), axis=0)
+        ids = ops.cast(token_ids, "int32")
+        if self.extra_embeddings is None:
+            return ops.take(self.embeddings, ids, axis=0)
+        # Two lookups and a select instead of a lookup in ``table()``: no copy of the
+        # (vocab_size, width) rows per call, and none of its gradient when the placeholders train.
+        base = ops.take(self.embeddings, ops.minimum(ids, self.vocab_size - 1), axis=0)  # (B, L, width)
+        extra = ops.take(self.extra_embeddings, ops.clip(ids - self.vocab_size, 0, self.num_extra - 1), axis=0)
+        return ops.where((ids >= self.vocab_size)[..., None], extra, base)
 
 
 class _Embeddings(keras.layers.Layer):
@@ -140,7 +148,7 @@ class _TextModel(keras.layers.Layer):
         mask = ops.triu(ops.full((length, length), -1e9, dtype="float32"), k=1)[None, None]
         x = self.embeddings(token_ids)
         for layer in self.encoder_layers:
-            x = layer(x, mask)
+            x = checkpointed(layer, x, mask)
         return self.final_layer_norm(x)
 
 

@@ -22,8 +22,9 @@ from kerasemote.models.layers import (
     Upsample,
     conv,
     group_norm,
-    pad,
+    same_conv,
 )
+from kerasemote.models.recompute import checkpointed
 
 
 def timestep_embedding(timesteps, dim: int, max_period: float = 10000.0):
@@ -66,9 +67,9 @@ class _DownLevel(_Container):
     def call(self, x, temb, context):
         skips = []
         for j, resnet in enumerate(self.resnets):
-            x = resnet(x, temb)
+            x = checkpointed(resnet, x, temb)
             if self.attentions:
-                x = self.attentions[j](x, context)
+                x = checkpointed(self.attentions[j], x, context)
             skips.append(x)
         if self.resampler is not None:
             x = self.resampler(x)
@@ -78,18 +79,18 @@ class _DownLevel(_Container):
 
 class _MidLevel(_DownLevel):
     def call(self, x, temb, context):
-        x = self.resnets[0](x, temb)
-        x = self.attentions[0](x, context)
-        return self.resnets[1](x, temb)
+        x = checkpointed(self.resnets[0], x, temb)
+        x = checkpointed(self.attentions[0], x, context)
+        return checkpointed(self.resnets[1], x, temb)
 
 
 class _UpLevel(_DownLevel):
     def call(self, x, temb, context, skips):
         # ``skips`` holds this level's skip tensors, the last one first.
         for j, resnet in enumerate(self.resnets):
-            x = resnet(ops.concatenate([x, skips[j]], axis=-1), temb)
+            x = checkpointed(resnet, ops.concatenate([x, skips[j]], axis=-1), temb)
             if self.attentions:
-                x = self.attentions[j](x, context)
+                x = checkpointed(self.attentions[j], x, context)
         if self.resampler is not None:
             x = self.resampler(x)
         return x
@@ -102,7 +103,8 @@ class UNet(keras.Model):
         config: the model configuration.
 
     Call args:
-        latents: (B, h, w, latent_channels) noisy latents.
+        latents: (B, h, w, unet_in_channels) noisy latents (an inpainting UNet: concatenated with
+            the mask and the masked-image latents).
         timesteps: (B,) timesteps (float or int).
         context: (B, 77, context_dim) encoded prompt.
 
@@ -126,7 +128,7 @@ class UNet(keras.Model):
             approximate_gelu=c.gelu_approximate,
         )
 
-        self.conv_in = conv(c.unet_channels[0], 3, "conv_in")
+        self.conv_in = same_conv(c.unet_channels[0], "conv_in")
         self.time_embedding = TimestepEmbedding(c.time_embed_dim, name="time_embedding")
 
         skip_channels = [c.unet_channels[0]]
@@ -167,7 +169,7 @@ class UNet(keras.Model):
             self.up_blocks.append(_UpLevel(resnets, attentions, up, name=f"up_blocks.{i}"))
 
         self.conv_norm_out = group_norm(c.norm_groups, c.unet_norm_eps, "conv_norm_out")
-        self.conv_out = conv(c.latent_channels, 3, "conv_out")
+        self.conv_out = same_conv(c.latent_channels, "conv_out")
 
     def call(self, latents, timesteps, context):
         c = self.config
@@ -175,7 +177,7 @@ class UNet(keras.Model):
         temb = self.time_embedding(ops.cast(temb, self.compute_dtype))  # (B, 4 * C0)
         context = ops.cast(context, self.compute_dtype)
 
-        x = self.conv_in(pad(ops.cast(latents, self.compute_dtype), 1))
+        x = self.conv_in(ops.cast(latents, self.compute_dtype))
         skips = [x]
         for level in self.down_blocks:
             x, level_skips = level(x, temb, context)
@@ -185,7 +187,7 @@ class UNet(keras.Model):
             n = len(level.resnets)
             x = level(x, temb, context, skips[: -n - 1 : -1])
             del skips[-n:]
-        x = self.conv_out(pad(ops.silu(self.conv_norm_out(x)), 1))
+        x = self.conv_out(ops.silu(self.conv_norm_out(x)))
         return ops.cast(x, "float32")
 
     def build_with_dummy(self, latent_size: int | None = None) -> "UNet":
@@ -193,7 +195,7 @@ class UNet(keras.Model):
         c = self.config
         size = latent_size or 2 ** len(c.unet_channels)
         self(
-            ops.zeros((1, size, size, c.latent_channels)),
+            ops.zeros((1, size, size, c.unet_in_channels)),
             ops.zeros((1,)),
             ops.zeros((1, c.max_length, c.context_dim)),
         )

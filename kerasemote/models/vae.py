@@ -20,7 +20,7 @@ from kerasemote.models.layers import (
     VAEAttentionBlock,
     conv,
     group_norm,
-    pad,
+    same_conv,
 )
 
 
@@ -59,7 +59,7 @@ class _Encoder(keras.layers.Layer):
         self.built = True  # sublayers build on the first call
         c = config
         args = dict(groups=c.vae_norm_groups, epsilon=c.vae_norm_eps, use_time_embedding=False)
-        self.conv_in = conv(c.vae_channels[0], 3, "conv_in")
+        self.conv_in = same_conv(c.vae_channels[0], "conv_in")
         self.down_blocks = []
         ch = c.vae_channels[0]
         for i, out_ch in enumerate(c.vae_channels):
@@ -72,14 +72,14 @@ class _Encoder(keras.layers.Layer):
             self.down_blocks.append(_Block(resnets, down, name=f"down_blocks.{i}"))
         self.mid_block = _mid_block(ch, c.vae_norm_groups, c.vae_norm_eps)
         self.conv_norm_out = group_norm(c.vae_norm_groups, c.vae_norm_eps, "conv_norm_out")
-        self.conv_out = conv(2 * c.latent_channels, 3, "conv_out")
+        self.conv_out = same_conv(2 * c.latent_channels, "conv_out")
 
     def call(self, x):
-        x = self.conv_in(pad(x, 1))
+        x = self.conv_in(x)
         for block in self.down_blocks:
             x = block(x)
         x = self.mid_block(x)
-        return self.conv_out(pad(ops.silu(self.conv_norm_out(x)), 1))
+        return self.conv_out(ops.silu(self.conv_norm_out(x)))
 
 
 class _Decoder(keras.layers.Layer):
@@ -90,7 +90,7 @@ class _Decoder(keras.layers.Layer):
         args = dict(groups=c.vae_norm_groups, epsilon=c.vae_norm_eps, use_time_embedding=False)
         channels = list(reversed(c.vae_channels))
         ch = channels[0]
-        self.conv_in = conv(ch, 3, "conv_in")
+        self.conv_in = same_conv(ch, "conv_in")
         self.mid_block = _mid_block(ch, c.vae_norm_groups, c.vae_norm_eps)
         self.up_blocks = []
         for i, out_ch in enumerate(channels):
@@ -102,14 +102,14 @@ class _Decoder(keras.layers.Layer):
             up = None if last else Upsample(ch, name="upsamplers.0")
             self.up_blocks.append(_Block(resnets, up, name=f"up_blocks.{i}"))
         self.conv_norm_out = group_norm(c.vae_norm_groups, c.vae_norm_eps, "conv_norm_out")
-        self.conv_out = conv(3, 3, "conv_out")
+        self.conv_out = same_conv(3, "conv_out")
 
     def call(self, z):
-        x = self.conv_in(pad(z, 1))
+        x = self.conv_in(z)
         x = self.mid_block(x)
         for block in self.up_blocks:
             x = block(x)
-        return self.conv_out(pad(ops.silu(self.conv_norm_out(x)), 1))
+        return self.conv_out(ops.silu(self.conv_norm_out(x)))
 
 
 class VAEEncoder(keras.Model):

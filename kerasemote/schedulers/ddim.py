@@ -1,7 +1,8 @@
 """DDIM sampler (Song, Meng & Ermon 2021, "Denoising Diffusion Implicit Models").
 
 Matches diffusers' ``DDIMScheduler`` (with ``clip_sample=False``) by default. keras-cv 0.9.0's
-``StableDiffusion.generate_image`` is reproduced exactly by::
+``StableDiffusion.generate_image`` is reproduced exactly by ``DDIMSampler(schedule, **KERAS_CV_OPTIONS)``
+(the sampler named ``ddim-kerascv``)::
 
     DDIMSampler(schedule, eta=0.0, timestep_spacing="linspace", set_alpha_to_one=True,
                 prev_timestep="sequence")
@@ -31,6 +32,8 @@ from kerasemote.schedulers.schedule import (
 )
 
 PREV_TIMESTEP_RULES = ("stride", "sequence")
+KERAS_CV_OPTIONS = {"timestep_spacing": "linspace", "set_alpha_to_one": True, "prev_timestep": "sequence"}
+"""The ``DDIMSampler`` options of keras-cv's ``generate_image`` (its eta is 0, DDIMSampler's default)."""
 
 
 class DDIMSampler(Sampler):

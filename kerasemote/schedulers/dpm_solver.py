@@ -4,6 +4,9 @@ Matches diffusers' ``DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", s
 solver_type="midpoint", lower_order_final=True)`` with its default final sigma of zero: the first
 step and the last step (to a clean sample) are first order, every other step is second order
 using the previous step's x0 prediction. The sample is the UNet's own ``x_t`` (no input scaling).
+
+``use_karras_sigmas=True`` is "DPM++ 2M Karras" (diffusers' ``use_karras_sigmas=True``): the same
+update between Karras' sigmas (``karras.py``), the UNet evaluated at the nearest whole timestep.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from kerasemote.schedulers.karras import karras_sigmas, timesteps_for_sigmas
 from kerasemote.schedulers.schedule import (
     NoiseSchedule,
     Sampler,
@@ -31,25 +35,41 @@ class DPMSolverSampler(Sampler):
         schedule: the noise schedule (epsilon or v_prediction; flow raises).
         timestep_spacing: ``leading`` (SD 1.x configs), ``linspace`` (diffusers' class default)
             or ``trailing``; ``leading``/``linspace`` split ``n + 1`` points and drop the last, as
-            diffusers does.
+            diffusers does. Karras sigmas place the timesteps themselves (any other spacing raises).
         steps_offset: added to ``leading`` timesteps (SD 1.x configs: 1).
+        use_karras_sigmas: step between Karras' sigmas (dense near the clean end) instead of the
+            sigmas of evenly spaced timesteps; timesteps may then repeat near the end.
     """
 
     name = "dpm++"
 
     def __init__(
-        self, schedule: NoiseSchedule, timestep_spacing: str = "leading", steps_offset: int = 1
+        self,
+        schedule: NoiseSchedule,
+        timestep_spacing: str = "leading",
+        steps_offset: int = 1,
+        use_karras_sigmas: bool = False,
     ) -> None:
         super().__init__(schedule, timestep_spacing, steps_offset)
         self._reject_flow()
+        if use_karras_sigmas and timestep_spacing != "leading":
+            raise ValueError(f"timestep_spacing: Karras sigmas place the timesteps themselves; expected the default "
+                             f"'leading', found {timestep_spacing!r}.")
+        self.use_karras_sigmas = bool(use_karras_sigmas)
         self.sigmas = np.zeros([0], np.float64)
         self._previous_x0: tf.Tensor | None = None
 
     def set_timesteps(self, num_inference_steps: int) -> None:
-        """Fill ``self.timesteps`` (int64, descending) and ``self.sigmas`` (Karras sigmas, ending at 0)."""
+        """Fill ``self.timesteps`` (int64, descending) and ``self.sigmas`` (sigma space, one more, ending at 0)."""
         total = self.schedule.num_train_timesteps
         if not 1 <= num_inference_steps <= total:
             raise ValueError(f"num_inference_steps must be in [1, {total}], got {num_inference_steps}.")
+        if self.use_karras_sigmas:
+            sigmas = karras_sigmas(self.schedule, num_inference_steps)
+            self.sigmas = np.concatenate([sigmas, [0.0]])
+            self._previous_x0 = None
+            self._reset(np.round(timesteps_for_sigmas(self.schedule, sigmas)).astype(np.int64))
+            return
         if self.timestep_spacing == "trailing":
             steps = spaced_timesteps(num_inference_steps, total, "trailing")
         else:
@@ -69,6 +89,11 @@ class DPMSolverSampler(Sampler):
         sigma = karras_sigma * alpha
         lam = np.inf if sigma == 0.0 else float(np.log(alpha) - np.log(sigma))
         return alpha, sigma, lam
+
+    def add_noise(self, x0: TensorLike, noise: TensorLike, timestep: Any) -> tf.Tensor:
+        """``alpha x0 + sigma noise`` at the step's own sigma (with Karras sigmas: not its rounded timestep's)."""
+        alpha, sigma, _ = self._alpha_sigma_lambda(self._index_of(timestep))
+        return alpha * to_float32(x0) + sigma * to_float32(noise)
 
     def step(
         self,

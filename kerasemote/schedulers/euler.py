@@ -58,8 +58,7 @@ class EulerSampler(Sampler):
             self._reset(s[:-1] * total)
             return
         timesteps = spaced_timesteps(num_inference_steps, total, self.timestep_spacing, self.steps_offset)
-        train_sigmas = np.sqrt((1.0 - self.schedule.alphas_cumprod) / self.schedule.alphas_cumprod)
-        sigmas = np.interp(timesteps, np.arange(total), train_sigmas)
+        sigmas = np.interp(timesteps, np.arange(total), self.schedule.sigmas)
         self.sigmas = np.concatenate([sigmas, [0.0]])
         self._reset(timesteps)
 

@@ -14,8 +14,8 @@ Every prediction type is written as ``x_t = alpha_t * x0 + sigma_t * noise``:
   ``latents += dt * v``): negate such a model's output before handing it to kerasemote.
 
 Timestep spacings follow diffusers (Table 2 of Lin et al. 2023, "Common Diffusion Noise
-Schedules and Sample Steps are Flawed"); samplers live in ``ddim.py``, ``euler.py`` and
-``dpm_solver.py`` and all share the :class:`Sampler` contract defined here.
+Schedules and Sample Steps are Flawed"); samplers live in one file each (``ddim.py``, ``euler.py``,
+``euler_ancestral.py``, ``dpm_solver.py``) and all share the :class:`Sampler` contract defined here.
 """
 
 from __future__ import annotations
@@ -139,6 +139,9 @@ class NoiseSchedule:
         >>> loss = mse(unet(x_t, timesteps), schedule.training_target(latents, noise, timesteps))
     """
 
+    FIELDS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
+    """What defines a schedule: these constructor arguments, named as ``ModelConfig``'s fields."""
+
     def __init__(
         self,
         num_train_timesteps: int = 1000,
@@ -162,17 +165,24 @@ class NoiseSchedule:
     @classmethod
     def from_config(cls, config: ModelConfig) -> "NoiseSchedule":
         """Schedule described by a ModelConfig's noise-schedule fields."""
-        return cls(
-            num_train_timesteps=config.num_train_timesteps,
-            beta_start=config.beta_start,
-            beta_end=config.beta_end,
-            beta_schedule=config.beta_schedule,
-            prediction_type=config.prediction_type,
-        )
+        return cls(**{field: getattr(config, field) for field in cls.FIELDS})
+
+    def difference(self, other: "NoiseSchedule") -> tuple[str, Any, Any] | None:
+        """The first field of ``FIELDS`` in which ``other`` differs: ``(field, self's, other's)``; None if equal."""
+        for field in self.FIELDS:
+            if getattr(self, field) != getattr(other, field):
+                return field, getattr(self, field), getattr(other, field)
+        return None
 
     @property
     def is_flow(self) -> bool:
         return self.prediction_type == "flow"
+
+    @property
+    def sigmas(self) -> np.ndarray:
+        """Noise levels in sigma space (Karras et al. 2022), ``sqrt((1 - a) / a)`` per timestep: float64 (T,),
+        ascending. Euler-type samplers and Karras spacing work in these units (diffusion schedules only)."""
+        return np.sqrt((1.0 - self.alphas_cumprod) / self.alphas_cumprod)
 
     def alpha_sigma(self, timesteps: TensorLike) -> tuple[tf.Tensor, tf.Tensor]:
         """Signal and noise scales (float32, same shape as ``timesteps``).

@@ -11,7 +11,8 @@ LR_SCHEDULES = ("constant", "cosine")
 # Keys of TrainConfig that may change between a run and its resumption.
 RESUMABLE_CHANGES = frozenset(
     {"steps", "checkpoint_every", "keep_checkpoints", "validate_every", "validation_prompts",
-     "validation_steps", "validation_seed", "progress"}
+     "validation_steps", "validation_seed", "progress",
+     "gradient_checkpointing"}  # the same gradients, less memory: a resumed run may switch it
 )
 
 
@@ -32,6 +33,9 @@ class TrainConfig:
         min_snr_gamma: min-SNR-gamma loss weighting (5 is usual); None for plain MSE.
         noise_offset: scale of per-channel offset noise (0.05-0.1 helps very dark/bright images).
         jit_compile: compile the forward and backward pass with XLA.
+        gradient_checkpointing: keep only each UNet block's inputs (and each text-encoder
+            layer's, when it trains) in the forward pass and recompute the activations in the
+            backward pass: less memory, about one more forward pass of time per step.
         ema_decay: keep an exponential moving average of the trained weights (fine-tune);
             the saved weights are then the average.
         seed: seed of every random draw (examples, flips, captions, noise, timesteps).
@@ -61,6 +65,7 @@ class TrainConfig:
     min_snr_gamma: float | None = None
     noise_offset: float = 0.0
     jit_compile: bool = False
+    gradient_checkpointing: bool = False
     ema_decay: float | None = None
     seed: int = 0
     cache_latents: bool = True
@@ -106,7 +111,7 @@ class TrainResult:
         losses: the loss of every step of this run and the resumed ones before it.
         status: ``completed`` or ``non-finite`` (NaN/inf loss; the model holds the last
             checkpoint's weights).
-        outputs: the files the strategy saved.
+        outputs: the files the strategy saved (none on a multi-worker run's non-chief workers).
         checkpoint: the newest checkpoint.
     """
 

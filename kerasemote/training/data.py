@@ -211,7 +211,13 @@ def read_square_image(path: str, size: int, background: str = "white") -> np.nda
 # ---------------------------------------------------------------------- latents
 
 
-def encode_latent_cache(model, images: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+# Pixels per VAE encoder call when caching latents: the encoder's full-resolution activations grow
+# with it, and the memory they take stays with the process (TensorFlow keeps freed blocks for reuse),
+# so 512 px images go one at a time.
+CACHE_PIXELS_PER_CALL = 512 * 512
+
+
+def encode_latent_cache(model, images: np.ndarray, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Encode every distinct image and its mirror image once; training then draws latents from these.
 
     Repeated images (oversampled faces) are encoded once and shared; the encoder runs as a
@@ -220,7 +226,8 @@ def encode_latent_cache(model, images: np.ndarray, batch_size: int = 32) -> tupl
     Args:
         model: the ``StableDiffusion`` whose VAE encodes.
         images: uint8 (N, S, S, 3).
-        batch_size: images per encoder call.
+        batch_size: images per encoder call (their mirror images go in a second call); default
+            as many as ``CACHE_PIXELS_PER_CALL`` allows, at most 32.
 
     Returns:
         ``(mean, std)`` float32 (N, 2, S/f, S/f, C): the scaled latent Gaussian of each image
@@ -235,14 +242,16 @@ def encode_latent_cache(model, images: np.ndarray, batch_size: int = 32) -> tupl
     distinct, where = np.unique(first, return_inverse=True)
     encoder = model._compiled(model.vae_encoder)
     scale = model.config.scaling_factor
-    batch_size = min(batch_size, len(distinct))
+    pixels = images.shape[1] * images.shape[2]
+    batch_size = min(batch_size or max(1, min(32, CACHE_PIXELS_PER_CALL // pixels)), len(distinct))
     means, stds = [], []
     for start in range(0, len(distinct), batch_size):
         chunk = images[distinct[start : start + batch_size]].astype("float32") / 127.5 - 1.0  # (b, S, S, 3)
         b = len(chunk)
         padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - b, axis=0)])  # (batch, S, S, 3)
-        both = np.concatenate([padded, padded[:, :, ::-1]], axis=0)  # (2 batch, S, S, 3)
-        mean, std = (np.asarray(a) for a in latent_distribution(encoder(both)))
+        # Mirrors in a second call of the same shape: one trace, half the activations at a time.
+        halves = [latent_distribution(encoder(x)) for x in (padded, np.ascontiguousarray(padded[:, :, ::-1]))]
+        mean, std = (np.concatenate([np.asarray(h[i]) for h in halves]) for i in (0, 1))  # (2 batch, h, w, C)
         means.append(np.stack([mean[:b], mean[batch_size : batch_size + b]], axis=1) * scale)  # (b, 2, h, w, C)
         stds.append(np.stack([std[:b], std[batch_size : batch_size + b]], axis=1) * scale)
     mean, std = np.concatenate(means).astype("float32"), np.concatenate(stds).astype("float32")

@@ -35,8 +35,10 @@ from tqdm.auto import tqdm
 
 from kerasemote import storage
 from kerasemote.training import runlock
+from kerasemote.training.checkpoints import checkpoint_path
 from kerasemote.training.config import TrainConfig, TrainResult
 from kerasemote.training.data import ImageSet, encode_latent_cache, plan_dataset, tokenize_captions
+from kerasemote.training.distribute import claim_run_folder, is_chief
 from kerasemote.training.optimizer import ema_arrays, make_optimizer
 from kerasemote.training.reporting import log_scalars, save_loss_curve, summary_writer, validate
 from kerasemote.training.resume import restore_run, rollback, run_manifest, save_run_checkpoint, step_of
@@ -62,7 +64,9 @@ def train(
 
     One run at a time writes to ``out_dir``: it holds ``out_dir/run.lock`` while it runs
     (``training.runlock``), and a run that does not continue the folder's checkpoints refuses
-    a folder holding another run's files unless ``overwrite``.
+    a folder holding another run's files unless ``overwrite``. In a multi-worker run only the
+    chief holds the lock and writes; the other workers read its checkpoints to resume
+    (``training.distribute``).
 
     Args:
         model: the ``StableDiffusion`` (built under ``distribution.scope()`` when distributed).
@@ -73,8 +77,9 @@ def train(
             ``loss.png``, ``validation/``, ``tensorboard/``, ``train.json``.
         resume: True: continue from the newest checkpoint in ``out_dir`` (if any); a path:
             from that run folder or checkpoint file.
-        distribution: a ``tf.distribute`` strategy (MirroredStrategy, TPUStrategy); the
-            global batch is split over its replicas.
+        distribution: a ``tf.distribute`` strategy (``distribute.make_distribution``:
+            MirroredStrategy, MultiWorkerMirroredStrategy, TPUStrategy); every replica takes its
+            rows of the global batch of ``config.batch_size``.
         callbacks: called as ``fn(step, loss)`` after every step.
         overwrite: a run that does not continue ``out_dir`` deletes the previous run's
             checkpoints, outputs, ``train.json`` and logs there before its first step
@@ -87,16 +92,27 @@ def train(
         written and the model is put back to the newest checkpoint.
 
     Raises:
+        ValueError: ``model`` is an inpainting model (its UNet takes a mask too).
         RunFolderError: another run holds ``out_dir``, or it holds another run's files and
             neither ``resume`` nor ``overwrite`` is given.
     """
-    with runlock.claim(out_dir, resume, overwrite, force_unlock) as clear:
+    if model.config.inpainting:  # its UNet also wants a mask and masked-image latents the steps do not make
+        raise ValueError(f"training: expected a text-to-image model (a UNet of {model.config.latent_channels} input "
+                         f"channels), found an inpainting model ({model.config.unet_in_channels} input channels); "
+                         "train on the text-to-image model its inpainting weights came from.")
+    with claim_run_folder(out_dir, distribution, resume, overwrite, force_unlock) as clear:
         return _train(model, strategy, images, config, out_dir, resume, distribution, callbacks, clear)
 
 
 def _train(model, strategy: Strategy, images: ImageSet, config: TrainConfig, out_dir: str, resume: bool | str,
            distribution, callbacks, clear: bool) -> TrainResult:
-    """The run itself, ``out_dir`` held; ``clear`` deletes the previous run's files once everything is read."""
+    """The run itself, ``out_dir`` held; ``clear`` deletes the previous run's files once everything is read.
+
+    A non-chief worker writes nothing: where the chief saves a checkpoint it notes the chief's
+    path, which it may read on a rollback, since the chief's file is complete before the next
+    step's all-reduce lets any worker on.
+    """
+    chief = is_chief(distribution)
     dist = distribution or tf.distribute.get_strategy()
     _check_batch(config, dist, images, model)
     mixed = model.unet.dtype_policy.compute_dtype == "float16"
@@ -118,8 +134,14 @@ def _train(model, strategy: Strategy, images: ImageSet, config: TrainConfig, out
         caption_rows=rows, caption_counts=counts, flip=config.flip,
         images=None if config.cache_latents else images.images, crop_scale=config.crop_scale,
     ).batch(accum, drop_remainder=True)
-    writer = summary_writer(out_dir)
+    writer = summary_writer(out_dir) if chief else None
     manifest = run_manifest(strategy, config, model)
+
+    def checkpoint(step: int) -> str:
+        if not chief:
+            return checkpoint_path(out_dir, step)
+        return save_run_checkpoint(out_dir, step, variables, optimizer, manifest, losses, config)
+
     status = "completed"
     bar = tqdm(total=config.steps, initial=start, desc=strategy.name, disable=not config.progress)
     step = start
@@ -136,23 +158,24 @@ def _train(model, strategy: Strategy, images: ImageSet, config: TrainConfig, out
         bar.set_postfix(loss=f"{loss:.4f}")
         log_scalars(writer, step, loss, optimizer)
         if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
-            last_checkpoint = save_run_checkpoint(out_dir, step, variables, optimizer, manifest, losses, config)
-        if config.validate_every and step % config.validate_every == 0:
+            last_checkpoint = checkpoint(step)
+        if chief and config.validate_every and step % config.validate_every == 0:
             validate(model, config.validation_prompts or strategy.validation_prompts(), config, out_dir, step, writer)
         for callback in callbacks:
             callback(step, loss)
     bar.close()
     if status == "completed" and (last_checkpoint is None or step_of(last_checkpoint) != step):
-        last_checkpoint = save_run_checkpoint(out_dir, step, variables, optimizer, manifest, losses, config)
+        last_checkpoint = checkpoint(step)
     if status != "completed":
         step = rollback(last_checkpoint, variables, optimizer, losses)
     outputs = []
-    if status == "completed" or last_checkpoint is not None:
+    if chief and (status == "completed" or last_checkpoint is not None):
         outputs = strategy.save(model, out_dir, step, ema=ema_arrays(optimizer, variables))
-    save_loss_curve(losses, storage.join(out_dir, runlock.LOSS_CURVE))
     result = TrainResult(step=step, losses=losses, status=status, outputs=outputs, checkpoint=last_checkpoint)
-    summary = {**manifest, "step": step, "status": status, "outputs": outputs, "checkpoint": last_checkpoint}
-    storage.write_bytes(storage.join(out_dir, runlock.SUMMARY_FILE), json.dumps(summary, indent=2).encode())
+    if chief:
+        save_loss_curve(losses, storage.join(out_dir, runlock.LOSS_CURVE))
+        summary = {**manifest, "step": step, "status": status, "outputs": outputs, "checkpoint": last_checkpoint}
+        storage.write_bytes(storage.join(out_dir, runlock.SUMMARY_FILE), json.dumps(summary, indent=2).encode())
     return result
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from kerasemote.models.recompute import recompute_scope
 from kerasemote.schedulers import NoiseSchedule
 from kerasemote.training.config import TrainConfig
 from kerasemote.training.strategy import Strategy
@@ -93,8 +94,10 @@ class TrainStep:
         x_t = self.schedule.add_noise(latents, noise, t)
         target = self.schedule.training_target(latents, noise, t)
         weights = min_snr_weights(self.schedule, t, self.config.min_snr_gamma, tf.shape(rows)[0])
-        context = self._context(tf.gather(plan["caption"], rows))  # (b, 77, D)
-        prediction = tf.cast(self.model.unet(x_t, t, context), tf.float32)
+        # Gradient checkpointing: only what trains gets gradients in the recomputed blocks.
+        with recompute_scope(self.variables if self.config.gradient_checkpointing else None):
+            context = self._context(tf.gather(plan["caption"], rows))  # (b, 77, D)
+            prediction = tf.cast(self.model.unet(x_t, t, context), tf.float32)
         per_example = tf.reduce_mean(tf.square(prediction - target), axis=[1, 2, 3])  # (b,)
         return tf.reduce_sum(per_example * weights) / denominator
 

@@ -1,0 +1,67 @@
+"""The faster forms of the building blocks compute what the plain forms compute."""
+
+import numpy as np
+import tensorflow as tf
+
+from kerasemote.model import StableDiffusion
+from kerasemote.models import layers
+from kerasemote.models.layers import conv, multi_head_attention, nearest_upsample, pad, same_conv
+
+
+def _random(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype("float32")
+
+
+def test_same_conv_equals_explicit_padding_then_valid_conv():
+    x = _random(2, 5, 7, 3)
+    padded, same = conv(4, 3, "a"), same_conv(4, "b")
+    padded.build((None, None, None, 3))
+    same.build((None, None, None, 3))
+    same.set_weights([_random(3, 3, 3, 4, seed=1), _random(4, seed=2)])
+    padded.set_weights(same.get_weights())
+    np.testing.assert_allclose(same(x), padded(pad(x, 1)), atol=1e-5)
+
+
+def test_nearest_upsample_repeats_each_pixel_two_by_two_in_a_traced_graph():
+    x = _random(2, 3, 5, 4)
+    traced = tf.function(nearest_upsample, input_signature=[tf.TensorSpec((None, None, None, 4))])
+    expected = np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)
+    np.testing.assert_array_equal(traced(x), expected)
+
+
+def test_multi_head_attention_equals_per_head_softmax_attention():
+    q, k, v = _random(2, 6, 8, seed=1), _random(2, 5, 8, seed=2), _random(2, 5, 8, seed=3)
+    heads, d = 2, 4
+    expected = np.zeros_like(q)
+    for h in range(heads):
+        cols = slice(h * d, (h + 1) * d)
+        scores = q[..., cols] @ k[..., cols].transpose(0, 2, 1) / np.sqrt(d)
+        weights = np.exp(scores - scores.max(-1, keepdims=True))
+        expected[..., cols] = (weights / weights.sum(-1, keepdims=True)) @ v[..., cols]
+    np.testing.assert_allclose(multi_head_attention(q, k, v, heads), expected, atol=1e-5)
+
+
+def test_attention_one_batch_item_at_a_time_equals_all_at_once(monkeypatch):
+    q, k, v = _random(3, 6, 8, seed=1), _random(3, 5, 8, seed=2), _random(3, 5, 8, seed=3)
+    whole = multi_head_attention(q, k, v, 2)
+    monkeypatch.setattr(layers, "ATTENTION_SCORES_BYTES", 0)
+    calls = []
+    monkeypatch.setattr(layers, "_attend_per_item", lambda *a, f=layers._attend_per_item: calls.append(1) or f(*a))
+    np.testing.assert_allclose(multi_head_attention(q, k, v, 2), whole, atol=1e-6)
+    unknown = tf.TensorSpec((None, None, 8))  # sizes unknown while tracing: decided in the graph
+    traced = tf.function(lambda q, k, v: multi_head_attention(q, k, v, 2), input_signature=[unknown] * 3)
+    np.testing.assert_allclose(traced(q, k, v), whole, atol=1e-6)
+    assert len(calls) == 2
+
+
+def test_encode_text_encodes_repeated_prompts_once_and_keeps_their_order(monkeypatch):
+    model = StableDiffusion.random("tiny", seed=0)
+    rows = []
+    monkeypatch.setattr(StableDiffusion, "_compiled",
+                        staticmethod(lambda part: lambda ids: rows.append(len(ids)) or part(ids)))
+    batch = model.encode_text(["a cat", "a dog", "a cat", "a cat"])
+    assert rows == [2]
+    np.testing.assert_array_equal(batch[0], batch[2])
+    np.testing.assert_array_equal(batch[0], batch[3])
+    np.testing.assert_allclose(batch[1], model.encode_text(["a dog"])[0], atol=1e-6)
+    assert not np.allclose(batch[0], batch[1])
