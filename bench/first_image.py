@@ -27,6 +27,7 @@ import time
 
 START = time.perf_counter()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench/generate.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
@@ -36,15 +37,15 @@ PROMPT = "a happy broccoli emoji"
 KERASCV_PARTS = ("text_encoder", "diffusion_model", "decoder")
 
 
-def save_all(root: str) -> None:
-    """Write the three frameworks' files of one random sd-v1 under ``root``."""
+def save_all(root: str, config_name: str = "sd-v1") -> None:
+    """Write the frameworks' files of one random model under ``root`` (keras-cv: sd-v1 only)."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
     from reference import copy_into_ours, diffusers_parts
 
     from kerasemote.config import get_config
     from kerasemote.model import StableDiffusion
 
-    config = get_config("sd-v1")
+    config = get_config(config_name)
     unet, vae, text = diffusers_parts(config)
     model = StableDiffusion(config)
     copy_into_ours(model, unet, vae, text)
@@ -56,7 +57,8 @@ def save_all(root: str) -> None:
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(os.path.join(root, "diffusers"))
     del pipe, unet, vae, text
-    _save_kerascv(os.path.join(root, "keras-cv"))
+    if config_name == "sd-v1":
+        _save_kerascv(os.path.join(root, "keras-cv"))
 
 
 def _kerascv_parts(size: int) -> dict:
@@ -122,7 +124,9 @@ def diffusers_worker(root: str, size: int, steps: int) -> float:
 
     torch.set_num_threads(os.cpu_count() or 1)
     imported = time.perf_counter()
-    pipe = StableDiffusionPipeline.from_pretrained(os.path.join(root, "diffusers"), safety_checker=None,
+    # The folder has no tokenizer (prompts arrive as ids, as for keras-cv) and no safety checker.
+    pipe = StableDiffusionPipeline.from_pretrained(os.path.join(root, "diffusers"), tokenizer=None, safety_checker=None,
+                                                   feature_extractor=None, image_encoder=None,
                                                    requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     ids, empty = (torch.from_numpy(i).long() for i in _ids())
@@ -143,19 +147,22 @@ def run_worker(framework: str, root: str, size: int, steps: int) -> dict[str, fl
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def first_image_table(size: int, steps: int, repeats: int, frameworks: list[str], keep: str | None = None) -> None:
+def first_image_table(size: int, steps: int, repeats: int, frameworks: list[str], keep: str | None = None,
+                      config_name: str = "sd-v1") -> None:
     """Save the files, time each framework ``repeats`` times (alternating), print the table."""
+    if config_name != "sd-v1":
+        frameworks = [f for f in frameworks if f != "keras-cv"]
     with tempfile.TemporaryDirectory() as scratch:
         root = keep or scratch
         if not os.path.isdir(os.path.join(root, "ours")):
-            subprocess.run([sys.executable, __file__, "--save", "--root", root], check=True)
+            subprocess.run([sys.executable, __file__, "--save", "--root", root, "--config", config_name], check=True)
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in frameworks}
         for _ in range(repeats):
             for name in frameworks:
                 runs[name].append(run_worker(name, root, size, steps))
                 print(f"first image {name}: {runs[name][-1]}", flush=True)
     best = {name: min(r, key=lambda x: x["load_to_image_s"]) for name, r in runs.items()}
-    print(f"\nTime to first image: sd-v1 files -> one {size} px image, {steps} DDIM steps, best of {repeats}\n")
+    print(f"\nTime to first image: {config_name} files -> one {size} px image, {steps} DDIM steps, best of {repeats}\n")
     print("| framework | import s | load to first image s | ours / it |")
     print("|---|---:|---:|---:|")
     for name, r in best.items():
@@ -169,19 +176,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--frameworks", default="ours,keras-cv,diffusers")
+    parser.add_argument("--config", default="sd-v1", help="sd-v1, or tiny to try the script quickly (no keras-cv)")
     parser.add_argument("--keep", help="write the files here (reused when present) instead of a temporary folder")
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--save", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.save:
-        save_all(args.root)
+        save_all(args.root, args.config)
     elif args.worker:
         imported = WORKERS[args.worker](args.root, args.size, args.steps)
         done = time.perf_counter()
         print(json.dumps({"import_s": imported - START, "load_to_image_s": done - imported}))
     else:
-        first_image_table(args.size, args.steps, args.repeats, args.frameworks.split(","), args.keep)
+        first_image_table(args.size, args.steps, args.repeats, args.frameworks.split(","), args.keep, args.config)
 
 
 if __name__ == "__main__":

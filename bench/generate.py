@@ -7,8 +7,8 @@ across the pipelines (A, B, C, A, B, C...) so that load from other processes fal
 time counts. Every pipeline encodes its prompt and the empty negative prompt inside the timed run; keras-cv's
 prompt ids come from our tokenizer (its own downloads its vocabulary).
 
-Stages (ours and keras-cv), timed the same interleaved way: text encoding of prompt and negative prompt;
-one guided UNet step (ours: one call on the 2N batch; keras-cv: its two calls on N); VAE decoding to uint8;
+Stages, timed the same interleaved way: text encoding of prompt and negative prompt; one guided UNet step
+(ours and diffusers: one call on the 2N batch; keras-cv: its two calls on N); VAE decoding to uint8 images;
 everything else is the best total minus text, steps x UNet step and decode.
 
     python bench/generate.py                                     # sd-v1, 256 and 512 px, batch 1 and 4
@@ -34,6 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# torch's OpenMP threads otherwise spin while they wait: on a machine shared with other jobs that makes
+# diffusers several times slower than on an idle one (a tiny model 70x), which would flatter the ratios.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
@@ -203,14 +206,31 @@ class Diffusers:
         latents = torch.from_numpy(noise).permute(0, 3, 1, 2).contiguous().to(self.device, self.dtype)
         ids_t, empty_t = (torch.from_numpy(i).long().to(self.device) for i in (ids, empty_ids))
 
+        def text():  # its ``encode_prompt`` after tokenizing: one row each, repeated
+            with torch.inference_mode():
+                return tuple(pipe.text_encoder(i)[0].repeat(batch, 1, 1) for i in (ids_t, empty_t))
+
         def run():
-            with torch.inference_mode():  # its ``encode_prompt`` after tokenizing: one row each, repeated
-                context = pipe.text_encoder(ids_t)[0].repeat(batch, 1, 1)
-                uncond = pipe.text_encoder(empty_t)[0].repeat(batch, 1, 1)
+            context, uncond = text()
+            with torch.inference_mode():
                 return pipe(prompt_embeds=context, negative_prompt_embeds=uncond, latents=latents, height=size,
                             width=size, num_inference_steps=steps, guidance_scale=GUIDANCE, output_type="np")
 
-        return Runner(run)
+        context, uncond = text()
+        both = torch.cat([uncond, context])
+
+        def unet_step():  # its loop body: one UNet call on [uncond, cond], then the guidance
+            with torch.inference_mode():
+                out = pipe.unet(torch.cat([latents, latents]), 500, encoder_hidden_states=both).sample
+                out_uncond, out = out.chunk(2)
+                return (out_uncond + GUIDANCE * (out - out_uncond)).cpu()
+
+        def decode():
+            with torch.inference_mode():
+                images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+                return pipe.image_processor.postprocess(images, output_type="np")
+
+        return Runner(run, {"text": lambda: [t.cpu() for t in text()], "unet step": unet_step, "decode": decode})
 
 
 # ---------------------------------------------------------------------- one config

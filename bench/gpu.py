@@ -88,14 +88,14 @@ def lora_worker(batches: list[int], checkpointing: bool, size: int) -> None:
             try:
                 with tempfile.TemporaryDirectory() as out:
                     train(model, LoRA(rank=4, targets=["attention"]), images, config, out,
-                          callbacks=[lambda step, loss: stamps.append(time.perf_counter())])
+                          callbacks=[lambda step, loss, stamps=stamps: stamps.append(time.perf_counter())])
             except tf.errors.OpError as error:  # out of memory shows as ResourceExhausted, or Internal on copies
                 if not isinstance(error, tf.errors.ResourceExhaustedError) and "memory" not in str(error).lower():
                     raise
                 print(json.dumps({"batch": batch, "fits": False}), flush=True)
                 return
             peak = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**30
-            step_s = min(b - a for a, b in zip(stamps, stamps[1:]))  # the LoRA stays on the model: later batches reuse it
+            step_s = min(b - a for a, b in zip(stamps, stamps[1:]))  # the LoRA stays on: later batches reuse it
             print(json.dumps({"batch": batch, "fits": True, "peak_gib": peak, "step_s": step_s}), flush=True)
 
 
@@ -114,7 +114,7 @@ def lora_table(size: int, batches: str) -> None:
     for checkpointing in modes:
         out = subprocess.run([sys.executable, __file__, "--lora-worker", batches, "--size", str(size)]
                              + (["--gradient-checkpointing"] if checkpointing else []),
-                             capture_output=True, text=True)
+                             check=False, capture_output=True, text=True)
         rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
         fits = [r for r in rows if r["fits"]]
         failed = next((str(r["batch"]) for r in rows if not r["fits"]), "-")

@@ -20,7 +20,6 @@ from kerasemote.models.layers import (
     ResnetBlock,
     SpatialTransformer,
     Upsample,
-    conv,
     group_norm,
     same_conv,
 )
