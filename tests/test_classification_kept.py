@@ -42,6 +42,9 @@ def test_fits_of_other_class_counts_train_one_kept_network_traced_once():
     assert np.all(kernel[:, 5:] == 0.0) and np.any(kernel[:, :5] != 0.0)
     np.testing.assert_allclose(network.predict(pixels, verbose=0)[:, :5], five.model.predict(pixels, verbose=0),
                                atol=1e-6)
+    # The returned classifier is compiled as an ordinary fit leaves it: a user can evaluate it at once.
+    loss, accuracy = three.model.evaluate(pixels, _images(12, 3, seed=0).labels, verbose=0)
+    assert np.isfinite(loss) and 0.0 <= accuracy <= 1.0
 
 
 @pytest.mark.slow  # two ResNet-50 training graphs traced (~45 s)

@@ -62,7 +62,7 @@ def test_demo_runs_every_stage_and_writes_the_page_and_the_table(demo_run, tiny_
                  "lora_concept", "lora_concept_loss", "classifier_history", "confusion_matrix", "success_json",
                  "success_csv", "index", "ti_stickers_embeddings", "lora_stickers"):
         assert kind in summary["files"], kind
-    assert list(summary["timings"]) == ["data", "textual inversion", "lora", "samples", "interpolation", "judge",
+    assert list(summary["timings"]) == ["data", "textual inversion", "lora", "generations", "interpolation", "judge",
                                         "report"]
     assert summary["sources"] == ["twemoji"] and summary["data"]["concept_images"]
 
@@ -145,38 +145,61 @@ def test_a_later_run_reuses_the_judge_instead_of_training_one(demo_run, tiny_dir
 
 
 class _FakeModel:
-    """Draws every image in one grey level, so a grid cell tells which model drew it."""
+    """Draws every image in one grey level plus its noise's first value, so a cell tells which model drew
+    it and from which noise."""
 
     class config:
         vae_downsample, image_size, latent_channels = 4, 8, 4
 
     def __init__(self, level: int):
-        self.level, self.prompts = level, []
+        self.level, self.prompts, self.batches = level, [], []
 
-    def generate(self, prompts, init_latents, seed, progress, **kwargs):
-        assert len(init_latents) == len(prompts)
+    def generate(self, prompts, num_images, init_latents, seed, progress, **kwargs):
+        assert len(init_latents) == len(prompts) == num_images
         self.prompts += list(prompts)
-        return np.full((len(prompts), 8, 8, 3), self.level, np.uint8)
+        self.batches.append(num_images)
+        first = np.round(np.abs(init_latents[:, 0, 0, 0]) * 10).astype(np.uint8)  # the noise, seen in the image
+        return np.full((num_images, 8, 8, 3), self.level, np.uint8) + first[:, None, None, None]
 
 
-def test_the_sample_grid_draws_the_lora_row_with_the_lora_model_only(monkeypatch):
+def test_rows_are_drawn_in_full_batches_by_their_own_model_and_the_grid_shows_their_first_images(tmp_path):
+    from kerasemote.demo.scoring import GENERATION_BATCH, draw_rows
+    from kerasemote.demo.styles import style_rows
+
+    plain, adapted = _FakeModel(10), _FakeModel(200)
+    rows = prompt_rows("<broccoli>", lora=True) + style_rows()
+    config = DemoConfig(samples=2, num_images=6, progress=False)
+    drawn = draw_rows({"": plain, LORA_KIND: adapted}, rows, config, str(tmp_path))
+
+    lora_row = [r.kind for r in rows].index(LORA_KIND)
+    assert adapted.prompts == ["a <broccoli> emoji"] * 6 and len(plain.prompts) == 6 * (len(rows) - 1)
+    # The plain model's rows and prompts share full batches: 6 * 12 images in 32 + 32 + 8, not one call per prompt.
+    assert plain.batches == [GENERATION_BATCH, GENERATION_BATCH, 6 * (len(rows) - 1) - 2 * GENERATION_BATCH]
+    assert all(images.shape == (6, 8, 8, 3) for images in drawn)
+    assert drawn[lora_row].min() >= 200 and all(drawn[r].max() < 200 for r in range(len(rows)) if r != lora_row)
+    # Every row's first prompt starts from the same noises: image k of each one-prompt row (the style rows
+    # spread their 6 images over 8 prompts) starts from the same noise.
+    first = [images[:, 0, 0, 0].astype(int) - (200 if r == lora_row else 10) for r, images in enumerate(drawn)
+             if len(rows[r].prompts) == 1]
+    assert len(first) == len(rows) - 3 and all(f.tolist() == first[0].tolist() for f in first)
+    # ...and differ down the row: 6 different starting noises.
+    assert len(set(drawn[0][:, 0, 0, 0].tolist())) > 1
+    # Each row's images and grid are saved in its folder.
+    assert (tmp_path / "scores" / "00_a-grinning-face-emoji" / "grid.png").exists()
+    assert len(list((tmp_path / "scores" / "00_a-grinning-face-emoji").glob("image_*.png"))) == 6
+
+
+def test_the_sample_grid_is_every_rows_first_generations(monkeypatch):
     from kerasemote import images as image_io
 
-    drawn = {}
-    monkeypatch.setattr(image_io, "save_grid", lambda images, path, cols, labels: drawn.update(
-        images=images, labels=labels) or path)
-    plain, adapted = _FakeModel(10), _FakeModel(200)
-    rows = prompt_rows("<broccoli>", lora=True)
-    config = DemoConfig(samples=2)
-    sample_grid({"": plain, LORA_KIND: adapted}, rows, config, "grid.png")
-
-    levels = drawn["images"].reshape(len(rows), config.samples, -1)[:, :, 0]  # (rows, seeds)
-    assert levels[:-1].tolist() == [[10, 10]] * (len(rows) - 1) and levels[-1].tolist() == [200, 200]
-    assert adapted.prompts == ["a <broccoli> emoji"] * 2 and len(plain.prompts) == 2 * (len(rows) - 1)
-    assert drawn["labels"][-2:] == ["a <broccoli> emoji + LoRA", ""]
-    # One model is the plain model of every row.
-    sample_grid(plain, prompt_rows("<broccoli>"), config, "grid.png")
-    assert drawn["images"].shape[0] == len(prompt_rows("<broccoli>")) * config.samples
+    shown = {}
+    monkeypatch.setattr(image_io, "save_grid", lambda images, path, cols, labels: shown.update(
+        images=images, cols=cols, labels=labels) or path)
+    rows = prompt_rows("<broccoli>")
+    drawn = [np.full((5, 8, 8, 3), r * 10 + np.arange(5)[:, None, None, None], np.uint8) for r in range(len(rows))]
+    sample_grid(drawn, rows, DemoConfig(samples=3), "grid.png")
+    assert shown["cols"] == 3 and shown["labels"][:4] == [rows[0].name, "", "", rows[1].name]
+    assert shown["images"][:, 0, 0, 0].tolist() == [r * 10 + k for r in range(len(rows)) for k in range(3)]
 
 
 def test_missing_emoji_sets_are_skipped_and_none_at_all_names_the_extra(monkeypatch):
@@ -304,27 +327,17 @@ def test_a_new_config_field_is_a_new_option_with_its_default_and_help():
     assert config_from_args(Extended, parser.parse_args(["--guidance-rescale", "0.25"])).guidance_rescale == 0.25
 
 
-class _PromptModel:
-    """Draws each prompt's images in a grey level of its own and records what it was asked."""
-
-    def __init__(self):
-        self.calls = []
-
-    def generate(self, prompt, num_images, seed, progress, **kwargs):
-        self.calls.append((prompt, num_images, seed))
-        return np.full((num_images, 4, 4, 3), 10 * len(self.calls), np.uint8)
-
-
 def test_a_row_of_several_prompts_splits_its_images_evenly_over_them():
-    from kerasemote.demo.scoring import generate_row
+    from kerasemote.demo.scoring import row_plan
     from kerasemote.demo.spec import Row
+    from kerasemote.pipeline import initial_noise
 
-    model = _PromptModel()
     row = Row("style <s0>", ("a emoji in <s0> style", "b emoji in <s0> style", "c emoji in <s0> style"), "style",
               "noto", judge="style")
-    images = generate_row(model, row, DemoConfig(num_images=8), seed=5)
-    assert [(p, n) for p, n, _ in model.calls] == [(row.prompts[0], 3), (row.prompts[1], 2), (row.prompts[2], 3)]
-    assert [s for _, _, s in model.calls] == [5, 105, 205] and images.shape == (8, 4, 4, 3)
+    prompts, noise = row_plan(row, DemoConfig(num_images=8, seed=5), (2, 2, 4))
+    assert prompts == [row.prompts[0]] * 3 + [row.prompts[1]] * 2 + [row.prompts[2]] * 3
+    np.testing.assert_array_equal(noise, np.concatenate([initial_noise((3, 2, 2, 4), 5), initial_noise((2, 2, 2, 4), 105),
+                                                         initial_noise((3, 2, 2, 4), 205)]))
 
 
 def test_style_rows_ask_every_vendor_token_for_the_same_names_and_use_the_vendor_judge():
@@ -342,6 +355,7 @@ def test_a_row_without_its_judge_is_noted_and_not_scored():
     from kerasemote.demo.styles import style_rows
 
     notes = []
-    scores = score_prompts(_PromptModel(), {}, style_rows()[:1], DemoConfig(num_images=2, progress=False), "unused",
+    drawn = [np.zeros((2, 4, 4, 3), np.uint8)]
+    scores = score_prompts(drawn, {}, style_rows()[:1], DemoConfig(num_images=2, progress=False), "unused",
                            notes, log=lambda message: None)
     assert scores == [] and notes == ["'style <s0>' not scored: no style judge"]

@@ -201,6 +201,7 @@ def fit_classifier(
     )
     if model is not fresh:  # the kept network trains the next fit: the result keeps its own copy
         networks.finish(model, fresh)
+        _compiled(fresh, config)  # as an ordinary fit leaves it: evaluate() works and saves keep the loss
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     return Classifier(model=fresh, class_names=list(labelled.class_names)), history, train, val
 

@@ -123,10 +123,10 @@ class _Page:
     def _samples(self) -> str:
         c = self.result.config
         return "\n".join([
-            "<h2>4. Samples</h2>",
-            f"<p>One row per prompt, one column per seed ({c.seed} to {c.seed + c.samples - 1}); each column "
-            "starts from the same noise.</p>",
-            self._figure("samples", "every scored row's first prompt", scale=3),
+            "<h2>4. Generations</h2>",
+            f"<p>The first {c.samples} of each row's {c.num_images} generations, which the judges score below "
+            "(all of them in each row's folder); each column starts from the same noise.</p>",
+            self._figure("samples", "every row's first generations", scale=3),
         ])
 
     def _interpolation(self) -> str:

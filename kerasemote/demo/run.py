@@ -12,12 +12,13 @@ Stages (each timed; ``OUT`` is the output folder):
    ``<broccoli>`` token, in a second copy of the model -> ``OUT/lora/<concept>/lora.npz``; and adapters on
    top of the sticker tokens in a third copy -> ``OUT/lora/stickers/lora.npz`` (0 steps skips either).
    The token alone can only steer what the model already draws; the adapters change how it draws.
-4. samples: the first prompt of every row, a few seeds each (the same noise down each column) ->
+4. generations: ``num_images`` of every scored row, drawn in full batches -> ``OUT/scores/NN_<row>/``
+   (PNGs, ``grid.png``), and the first few of each row in one grid (the same noise down each column) ->
    ``OUT/samples.png``.
 5. interpolation: ``<broccoli>`` -> ``<happy>`` in token space -> ``OUT/interpolation/``.
 6. judges: a content judge (ResNet-50s trained from scratch: a gate, face / the concept / other
    emoji, and ``judge_members`` networks on the four emotions' real and drawn faces, averaged), a sticker
-   judge and a vendor judge, each checked on held-out images; they score N generations per row (the
+   judge and a vendor judge, each checked on held-out images; they score the generations of every row (the
    emotion and concept rows, ``happy broccoli``..., ``combined happy broccoli``, ``style <s0>``...) ->
    ``OUT/classifier/``, ``OUT/sticker_classifier/``, ``OUT/style_classifier/``,
    ``OUT/success_rates.json`` / ``.csv``.
@@ -42,7 +43,7 @@ from kerasemote.data.emotions import EMOTION_TOKENS, EMOTION_WORDS
 from kerasemote.demo.judge import judge_for_run
 from kerasemote.demo.page import write_page
 from kerasemote.demo.result import DemoResult, write_json, write_scores
-from kerasemote.demo.scoring import sample_grid, score_prompts
+from kerasemote.demo.scoring import draw_rows, sample_grid, score_prompts
 from kerasemote.demo.sets import concept_images, count_names, emotion_images, open_sources
 from kerasemote.demo.spec import (BODY_TOKEN, COMBINED_KIND, CONCEPT_LORA_TARGETS, LORA_KIND, STAGES,
                                   STICKER_KIND, DemoConfig, concept_slug, generate_kwargs, prompt_rows)
@@ -98,8 +99,9 @@ def run_demo(out_dir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
             models[STICKER_KIND] = models[COMBINED_KIND] = _learn_sticker_lora(stickers, out_dir, config, result,
                                                                                 log)
     rows = prompt_rows(config.concept_token, lora=LORA_KIND in models) + sticker_rows() + style_rows()
-    with clock.stage("samples"):
-        path = sample_grid(models, rows, config, os.path.join(out_dir, "samples.png"))
+    with clock.stage("generations"):
+        drawn = draw_rows(models, rows, config, out_dir)
+        path = sample_grid(drawn, rows, config, os.path.join(out_dir, "samples.png"))
         result.files["samples"] = os.path.relpath(path, out_dir)
 
     with clock.stage("interpolation"):
@@ -119,7 +121,7 @@ def run_demo(out_dir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
         style_judge = style_judge_for_run(data_dir, out_dir, config, result, log, networks)
         if style_judge is not None:
             judges["style"] = style_judge
-        result.scores = score_prompts(models, judges, rows, config, out_dir, result.notes, log)
+        result.scores = score_prompts(drawn, judges, rows, config, out_dir, result.notes, log)
         write_scores(result, out_dir)
         log(result.format_table())
 
@@ -315,7 +317,7 @@ def _learn_sticker_lora(stickers, out_dir: str, config: DemoConfig, result: Demo
     return model
 
 
-# ---------------------------------------------------------------------- 5. interpolation (4. samples: scoring.py)
+# ---------------------------------------------------------------------- 5. interpolation (4. generations: scoring.py)
 
 
 def _interpolate(model, config: DemoConfig, out_dir: str):

@@ -1,4 +1,4 @@
-"""Drawing the demo's prompts: the sample grid (a few seeds each) and the scored generations.
+"""Drawing the demo's prompts: every row's generations, the sample grid made of them, and their scores.
 
 ``models`` is one model, or kind -> model with ``""`` the model of every kind without its own
 entry (the concept's LoRA row is drawn by a second model that carries the adapters).
@@ -27,51 +27,110 @@ def _model_key(models: Mapping[str, object], kind: str) -> str:
     return kind if kind in models else ""
 
 
-def sample_grid(models, rows: Sequence[Row], config: DemoConfig, path: str) -> str:
-    """One grid row per row (its first prompt), one column per seed; every column starts from the same noise.
+GENERATION_BATCH = 32  # images per generate call; rows and prompts of one model share batches
 
-    ``models``: one model, or kind -> model (``""``: the model of every other kind).
+
+def draw_rows(models, rows: Sequence[Row], config: DemoConfig, out_dir: str) -> list[np.ndarray]:
+    """Draw ``config.num_images`` generations of every row and save them.
+
+    Each model draws all its rows in full batches of :data:`GENERATION_BATCH` images that mix rows
+    and prompts, each image from its own noise (:func:`row_plan`), so batching changes no image.
+    Row ``r``'s PNGs and ``grid.png`` go to ``out_dir/scores/NN_<row>/`` (:func:`row_folder`).
+
+    Args:
+        models: one model, or kind -> model (``""``: the model of every kind without its own entry).
+        rows: what to draw.
+        config: ``num_images``, ``seed``, the sampler settings and ``progress``.
+        out_dir: the demo's output folder.
+
+    Returns:
+        One uint8 (N, S, S, 3) array per row.
     """
     from tqdm.auto import tqdm
 
     from kerasemote import images as image_io
-    from kerasemote.pipeline import initial_noise
 
     models = _as_models(models)
     plain = models[""]
     factor, size = plain.config.vae_downsample, plain.config.image_size
-    groups: dict[str, list[int]] = {}  # model key -> the rows it draws, so each model draws its rows in one batch
+    latent = (size // factor, size // factor, plain.config.latent_channels)
+    plans = [row_plan(row, config, latent) for row in rows]
+    groups: dict[str, list[int]] = {}  # model key -> its rows
     for r, row in enumerate(rows):
         groups.setdefault(_model_key(models, row.kind), []).append(r)
-    columns = []
-    for s in tqdm(range(config.samples), desc="samples", disable=not config.progress, leave=False):
-        noise = initial_noise((1, size // factor, size // factor, plain.config.latent_channels), config.seed + s)
-        column = np.zeros((len(rows), size, size, 3), np.uint8)
-        for key, members in groups.items():
-            column[members] = models[key].generate([rows[r].prompts[0] for r in members], seed=config.seed + s,
-                                                   init_latents=np.repeat(noise, len(members), axis=0),
-                                                   progress=False, **generate_kwargs(config))
-        columns.append(column)
-    images = np.stack(columns, axis=1).reshape(-1, size, size, 3)  # (prompts * seeds, S, S, 3), row-major
-    labels = [row.name if s == 0 else "" for row in rows for s in range(config.samples)]
-    return image_io.save_grid(images, path, cols=config.samples, labels=labels)
+    total = sum(len(prompts) for prompts, _ in plans)
+    bar = tqdm(total=total, desc="generating", unit="image", disable=not config.progress)
+    drawn: list[np.ndarray] = [np.zeros((0, size, size, 3), np.uint8)] * len(rows)
+    for key, members in groups.items():
+        prompts = [p for r in members for p in plans[r][0]]
+        noise = np.concatenate([plans[r][1] for r in members])
+        parts = []
+        for start in range(0, len(prompts), GENERATION_BATCH):
+            chunk = prompts[start:start + GENERATION_BATCH]
+            parts.append(models[key].generate(chunk, num_images=len(chunk), seed=config.seed,
+                                              init_latents=noise[start:start + GENERATION_BATCH], progress=False,
+                                              **generate_kwargs(config)))
+            bar.update(len(chunk))
+        images = np.concatenate(parts) if parts else np.zeros((0, size, size, 3), np.uint8)
+        offsets = np.cumsum([0] + [len(plans[r][0]) for r in members])
+        for r, begin, end in zip(members, offsets[:-1], offsets[1:]):
+            drawn[r] = images[begin:end]
+    bar.close()
+    for r, row in enumerate(rows):
+        folder = os.path.join(out_dir, row_folder(r, row))
+        image_io.save_images(drawn[r], folder)
+        image_io.save_grid(drawn[r], os.path.join(folder, "grid.png"), cols=min(8, max(1, len(drawn[r]))))
+    return drawn
 
 
-def score_prompts(models, judges, rows: Sequence[Row], config: DemoConfig, out_dir: str,
+def row_plan(row: Row, config: DemoConfig, latent_shape: Sequence[int]) -> tuple[list[str], np.ndarray]:
+    """A row's ``config.num_images`` images: the prompt and the starting noise of each.
+
+    The images are split evenly over the row's prompts; prompt ``p``'s ``n`` images start from
+    ``initial_noise((n, *latent_shape), config.seed + 100 p)``. Every row uses the same seeds, so
+    image ``k`` of every row's first prompt starts from the same noise (the sample grid's columns).
+    """
+    from kerasemote.pipeline import initial_noise
+
+    counts = np.diff(np.linspace(0, config.num_images, len(row.prompts) + 1).round().astype(int))
+    prompts = [prompt for prompt, n in zip(row.prompts, counts) for _ in range(n)]
+    noise = [initial_noise((int(n), *latent_shape), config.seed + 100 * p)
+             for p, n in enumerate(counts) if n]
+    return prompts, np.concatenate(noise) if noise else np.zeros((0, *latent_shape), np.float32)
+
+
+def row_folder(index: int, row: Row) -> str:
+    """Row ``index``'s folder under the demo's output folder: ``scores/NN_<row>``."""
+    return os.path.join("scores", f"{index:02d}_{_file_slug(row.name)}")
+
+
+def sample_grid(drawn: Sequence[np.ndarray], rows: Sequence[Row], config: DemoConfig, path: str) -> str:
+    """The first ``config.samples`` generations of every row, one grid row each.
+
+    Column ``k`` of rows whose first prompt has at least ``k + 1`` images starts from the same noise
+    (:func:`row_plan`).
+    """
+    from kerasemote import images as image_io
+
+    cols = max(1, min([config.samples, *(len(images) for images in drawn)]))
+    images = np.concatenate([images[:cols] for images in drawn])  # (rows * cols, S, S, 3), row-major
+    labels = [row.name if k == 0 else "" for row in rows for k in range(cols)]
+    return image_io.save_grid(images, path, cols=cols, labels=labels)
+
+
+def score_prompts(drawn: Sequence[np.ndarray], judges, rows: Sequence[Row], config: DemoConfig, out_dir: str,
                   notes: list[str], log=print) -> list[PromptScore]:
-    """Generate ``config.num_images`` per row, classify them and score each row.
+    """Classify every row's generations (:func:`draw_rows`) and score each row.
 
-    ``models``: one model, or kind -> model as in ``sample_grid``. ``judges``: one classifier, or
-    judge name (a row's ``judge``) -> classifier. A row whose judge is missing or lacks its
-    intended class is skipped and noted.
+    ``judges``: one classifier, or judge name (a row's ``judge``) -> classifier. A row whose judge
+    is missing or lacks its intended class is skipped and noted. Each scored row's
+    ``predictions.csv`` and ``scores.json`` go beside its images.
     """
     from tqdm.auto import tqdm
 
     from kerasemote import classification as clf
-    from kerasemote import images as image_io
     from kerasemote.demo.stickers import row_spread
 
-    models = _as_models(models)
     judges = judges if isinstance(judges, Mapping) else {"content": judges}
     scores = []
     for r, row in enumerate(tqdm(rows, desc="judging", disable=not config.progress)):
@@ -83,24 +142,14 @@ def score_prompts(models, judges, rows: Sequence[Row], config: DemoConfig, out_d
             notes.append(f"{row.name!r} not scored: {why}")
             log(f"  {notes[-1]}")
             continue
-        images = generate_row(models[_model_key(models, row.kind)], row, config, seed=config.seed + 1000 * (r + 1))
+        images = drawn[r]
         report = clf.score_images(classifier, images, label)
-        folder = os.path.join(out_dir, "scores", f"{r:02d}_{_file_slug(row.name)}")
-        image_io.save_images(images, folder)
-        image_io.save_grid(images, os.path.join(folder, "grid.png"), cols=min(8, len(images)))
-        clf.write_score(report, folder)
-        score = _prompt_score(row, label, report, _emotion_index(classifier), os.path.relpath(folder, out_dir))
+        folder = row_folder(r, row)
+        clf.write_score(report, os.path.join(out_dir, folder))
+        score = _prompt_score(row, label, report, _emotion_index(classifier), folder)
         score.spread = round(row_spread(images), 1) if len(images) > 1 else None
         scores.append(score)
     return scores
-
-
-def generate_row(model, row: Row, config: DemoConfig, seed: int) -> np.ndarray:
-    """``config.num_images`` generations of a row, split evenly over its prompts (prompt ``p`` from ``seed + 100 p``)."""
-    counts = np.diff(np.linspace(0, config.num_images, len(row.prompts) + 1).round().astype(int))
-    parts = [generate_many(model, prompt, replace(config, num_images=int(n)), seed + 100 * p)
-             for p, (prompt, n) in enumerate(zip(row.prompts, counts)) if n]
-    return np.concatenate(parts, axis=0)  # (N, S, S, 3) uint8
 
 
 def _emotion_index(classifier) -> list[int]:

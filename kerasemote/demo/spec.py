@@ -17,7 +17,7 @@ DEFAULT_MODEL = "kerasemote-tiny"
 DEFAULT_SOURCES = ("twemoji", "openmoji", "noto-sample")
 OTHER_CLASS = "other"  # the judge's class for generations that are neither an emotion face nor the concept
 FACE_CLASS = "face"  # the judge's gate class of every emotion face, which its emotion members split
-STAGES = ("data", "textual inversion", "lora", "samples", "interpolation", "judge", "report")
+STAGES = ("data", "textual inversion", "lora", "generations", "interpolation", "judge", "report")
 # The concept's adapters: attention and convs (attention alone barely moved the tiny model's shapes).
 CONCEPT_LORA_TARGETS = ("attention", "convs")
 LORA_KIND = "concept+lora"  # the row kind drawn by the model copy that carries the concept's LoRA
@@ -91,7 +91,7 @@ class DemoConfig:
         sticker_steps: textual-inversion steps of the sticker tokens.
         sticker_lora_steps, sticker_lora_batch_size, sticker_lora_rank, sticker_lora_learning_rate:
             the sticker LoRA; 0 steps: the sticker rows are drawn by the tokens alone.
-        samples: seeds per prompt in the sample grid.
+        samples: generations of each row shown in the sample grid (its first ones).
         sample_steps: sampler steps of every generated image.
         guidance: classifier-free guidance scale.
         mix_with: the emotion the concept is interpolated towards.
@@ -148,7 +148,7 @@ class DemoConfig:
     sticker_lora_batch_size: int = _opt(4, "their batch size")
     sticker_lora_rank: int = _opt(16, "their rank")
     sticker_lora_learning_rate: float = _opt(1e-3, "their learning rate")
-    samples: int = _opt(4, "seeds per prompt in the sample grid")
+    samples: int = _opt(4, "generations of each row shown in the sample grid")
     sample_steps: int = _opt(12, "sampler steps of every image")
     guidance: float = _opt(7.0, "guidance scale")
     mix_with: str = _opt("happy", "emotion the concept is interpolated towards", choices=tuple(EMOTION_PROMPTS))
