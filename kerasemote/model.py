@@ -203,7 +203,9 @@ class StableDiffusion:
 
     @staticmethod
     def _compiled(part: keras.Model):
-        """``part`` as a tf.function traced once per input shape, kept on the part itself.
+        """``part`` as a tf.function kept on the part itself; after a second batch size it traces
+        one graph for any batch size (``reduce_retracing``), so batches of changing size (the
+        distinct prompts of each batch) do not trace again.
 
         Keyed by the part's variable count, so adding variables (``enable_lora``) traces
         anew instead of running a graph that lacks them.
@@ -214,7 +216,7 @@ class StableDiffusion:
             import tensorflow as tf
 
             cache.clear()
-            cache[key] = tf.function(part.__call__)
+            cache[key] = tf.function(part.__call__, reduce_retracing=True)
         return cache[key]
 
     # ------------------------------------------------------------------ generation
