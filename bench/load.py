@@ -2,10 +2,14 @@
 
 Prepares (in a child process) a random-weight model of ``--config`` saved as a kerasemote model
 directory, and the same weights as an original-layout single ``.safetensors`` file
-(``export_single_file``, what A1111 / ComfyUI load). Then measures, each in a fresh process:
+(``export_single_file``, what A1111 / ComfyUI load) and, when PyTorch is installed, as a
+``torch.save`` ``.ckpt`` holding ``{"state_dict": ...}``. Then measures, each in a fresh process:
 
-* ``convert``: ``kerasemote convert FILE.safetensors --out DIR`` (read, build, save);
-* ``load``: ``StableDiffusion.load(DIR)`` of the saved model directory.
+* ``convert``: ``kerasemote convert FILE.safetensors --out DIR`` (read, build, save), and the same
+  for ``FILE.ckpt``;
+* ``load``: ``StableDiffusion.load(DIR)`` of the saved model directory, with TensorFlow's own CPU
+  allocator and with the system allocator that ``kerasemote`` commands choose
+  (``TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1``).
 
 Peak RSS comes from the kernel's accounting of each child (``wait4``'s ``ru_maxrss``), and is
 printed beside the model's float32 parameter bytes: the ratio is peak / parameter bytes.
@@ -53,18 +57,34 @@ def prepare(config_name: str, root: str) -> None:
         json.dump({"parameters": count, "float32_bytes": 4 * count}, f)
 
 
+def prepare_ckpt(root: str) -> None:
+    """The single file again as a ``torch.save`` zip (``model.ckpt``), the layout of original SD checkpoints."""
+    import torch
+    from safetensors.torch import load_file
+
+    state = load_file(os.path.join(root, "model.safetensors"))
+    torch.save({"state_dict": state, "global_step": 0}, os.path.join(root, "model.ckpt"))
+
+
+def has_torch() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
 def load(directory: str) -> None:
     from kerasemote.model import StableDiffusion
 
     StableDiffusion.load(directory)
 
 
-def peak_of(command: list[str]) -> tuple[float, float]:
-    """Run ``command`` to its end; returns (peak RSS in bytes, seconds)."""
+def peak_of(command: list[str], **env_vars: str) -> tuple[float, float]:
+    """Run ``command`` to its end with ``env_vars`` added; returns (peak RSS in bytes, seconds)."""
     import time
 
     start = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, **env_vars,
+           "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}
     with tempfile.TemporaryFile() as log:  # a file, not a pipe: a chatty child never blocks
         child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=env)
         _, status, usage = os.wait4(child.pid, 0)
@@ -82,10 +102,13 @@ def main() -> None:
     parser.add_argument("--config", default="sd-v1", help="tiny or sd-v1")
     parser.add_argument("--root", help="keep the prepared files here (default: a temporary folder)")
     parser.add_argument("--prepare", metavar="ROOT", help=argparse.SUPPRESS)
+    parser.add_argument("--prepare-ckpt", metavar="ROOT", help=argparse.SUPPRESS)
     parser.add_argument("--load", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.prepare:
         return prepare(args.config, args.prepare)
+    if args.prepare_ckpt:
+        return prepare_ckpt(args.prepare_ckpt)
     if args.load:
         return load(args.load)
     with tempfile.TemporaryDirectory(prefix="kerasemote-load-") as tmp:
@@ -93,16 +116,27 @@ def main() -> None:
         os.makedirs(root, exist_ok=True)
         if not os.path.exists(os.path.join(root, "params.json")):
             peak_of([sys.executable, __file__, "--config", args.config, "--prepare", root])
+        ckpt = os.path.join(root, "model.ckpt")
+        if has_torch() and not os.path.exists(ckpt):
+            peak_of([sys.executable, __file__, "--prepare-ckpt", root])
         with open(os.path.join(root, "params.json")) as f:
             params = json.load(f)["float32_bytes"]
         runs = {
-            "convert single file": [sys.executable, "-m", "kerasemote", "convert",
-                                    os.path.join(root, "model.safetensors"), "--out", os.path.join(root, "converted")],
-            "load model directory": [sys.executable, __file__, "--load", os.path.join(root, "model")],
+            "convert .safetensors": [sys.executable, "-m", "kerasemote", "convert",
+                                     os.path.join(root, "model.safetensors"), "--out", os.path.join(root, "converted")],
+            "convert .ckpt": [sys.executable, "-m", "kerasemote", "convert", ckpt,
+                              "--out", os.path.join(root, "converted-ckpt")],
+            "load, TF allocator": [sys.executable, __file__, "--load", os.path.join(root, "model")],
+            "load, system allocator": [sys.executable, __file__, "--load", os.path.join(root, "model")],
         }
+        allocator = {"load, TF allocator": {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "0"},
+                     "load, system allocator": {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "1"}}
+        if not os.path.exists(ckpt):
+            del runs["convert .ckpt"]
+            print("convert .ckpt: skipped (PyTorch, which writes the .ckpt, is not installed)")
         print(f"{args.config}: float32 parameters {params / GIB:.2f} GiB")
         for label, command in runs.items():
-            peak, seconds = peak_of(command)
+            peak, seconds = peak_of(command, **allocator.get(label, {}))
             print(f"{label:22s} peak RSS {peak / GIB:6.2f} GiB  = {peak / params:.2f}x parameter bytes  "
                   f"({seconds:.0f} s)", flush=True)
 

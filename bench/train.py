@@ -20,14 +20,16 @@ discarded (tracing, first allocations), then the median of ``--steps`` timed ste
     python bench/train.py                          # tiny and sd-v1 (about 15 minutes on 2 cores)
     python bench/train.py --configs tiny --warm 3 --steps 5
     python bench/train.py --memory --sizes 256,512 --warm 1 --steps 2   # sd-v1 peak memory
+    python bench/train.py --memory --sizes 512 --tasks lora --runs ours,ours-ckpt --keep /tmp/sd
 
 Prints seconds per step, ours / diffusers (lower is better for us), peak RSS. Our workers load a
 model directory converted once beforehand (in its own process), as ``kerasemote train`` does.
 
 ``--memory``: sd-v1, batch 1, each size in ``--sizes``; for textual inversion and LoRA, ours
 without and with gradient checkpointing and diffusers' step, each in its own process (peak RSS
-is the process's whole life: loading included). Prints the peak of each, ours / diffusers, what
-checkpointing saves, and its step-time cost. Available memory is printed before each run; a
+is the process's whole life: loading included; the peak after loading, from the steps' start,
+is printed beside it). Prints the peak of each, ours / diffusers, what checkpointing saves, and its
+step-time cost. Available memory is printed before each run; a
 run the kernel kills for memory is reported as not fitting.
 """
 
@@ -69,6 +71,18 @@ def rss_mib() -> float:
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak() -> None:
+    """Start a new peak (VmHWM) from the current RSS (Linux: clear_refs 5); ``ru_maxrss`` keeps the whole life's."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def hwm_mib() -> float:
+    """Peak RSS since the last ``reset_peak`` in MiB (Linux)."""
+    with open("/proc/self/status") as f:
+        return int(next(l for l in f if l.startswith("VmHWM:")).split()[1]) / 1024
 
 
 def prepare(config_name: str, root: str) -> None:
@@ -123,6 +137,7 @@ def ours(task: str, root: str, size: int, warm: int, steps: int, cache: bool, ch
         strategy = LoRA(rank=RANK, targets=["attention"])
     images = _fixed_caption(images, CAPTION if task == "ti" else LORA_CAPTION)
     loaded = rss_mib()
+    reset_peak()
     config = TrainConfig(steps=warm + steps, batch_size=1, learning_rate=LEARNING_RATES[task], optimizer="adamw",
                          weight_decay=1e-2, clip_norm=1.0, cache_latents=cache, progress=False, seed=0,
                          gradient_checkpointing=checkpointing)
@@ -130,7 +145,8 @@ def ours(task: str, root: str, size: int, warm: int, steps: int, cache: bool, ch
     with tempfile.TemporaryDirectory() as out:
         stamps.append(time.perf_counter())
         train(model, strategy, images, config, out, callbacks=[lambda step, loss: stamps.append(time.perf_counter())])
-    return {**step_summary(stamps, warm), "loaded_rss_mib": loaded, "peak_rss_mib": peak_rss_mib()}
+    return {**step_summary(stamps, warm), "loaded_rss_mib": loaded, "peak_rss_mib": peak_rss_mib(),
+            "train_peak_rss_mib": hwm_mib()}
 
 
 def _fixed_caption(images, caption: str):
@@ -224,11 +240,13 @@ def diffusers_step_factory(task: str, root: str, size: int):
 def theirs(task: str, root: str, size: int, warm: int, steps: int) -> dict:
     step = diffusers_step_factory(task, root, size)
     loaded = rss_mib()
+    reset_peak()
     stamps = [time.perf_counter()]
     for i in range(warm + steps):
         step(i)
         stamps.append(time.perf_counter())
-    return {**step_summary(stamps, warm), "loaded_rss_mib": loaded, "peak_rss_mib": peak_rss_mib()}
+    return {**step_summary(stamps, warm), "loaded_rss_mib": loaded, "peak_rss_mib": peak_rss_mib(),
+            "train_peak_rss_mib": hwm_mib()}
 
 
 # ---------------------------------------------------------------------- driver
@@ -283,13 +301,21 @@ def prepare_all(name: str, root: str) -> None:
 
 MEMORY_RUNS = (  # (label, side, checkpointing)
     ("ours", "ours", False),
-    ("ours ckpt", "ours", True),
+    ("ours-ckpt", "ours", True),
     ("diffusers", "diffusers", False),
 )
 
 
-def bench_memory(sizes: list[int], warm: int, steps: int, keep: str | None = None) -> None:
-    """Peak RSS and step time of sd-v1 TI and LoRA steps, ours with and without checkpointing vs diffusers."""
+def bench_memory(sizes: list[int], warm: int, steps: int, keep: str | None = None,
+                 tasks: tuple[str, ...] = ("ti", "lora"), runs: tuple[str, ...] | None = None) -> None:
+    """Peak RSS and step time of sd-v1 TI and LoRA steps, ours with and without checkpointing vs diffusers.
+
+    ``runs``: the labels of ``MEMORY_RUNS`` to measure (default all); the table shows what was measured.
+    """
+    labels = [label for label, _, _ in MEMORY_RUNS]
+    if runs is not None and set(runs) - set(labels):
+        raise SystemExit(f"bench/train.py: --runs expects labels among {labels}, got {list(runs)}")
+    chosen = [run for run in MEMORY_RUNS if runs is None or run[0] in runs]
     results: dict[tuple[int, str, str], dict] = {}
     with tempfile.TemporaryDirectory(prefix="kerasemote-bench-") as tmp:
         root = keep or tmp
@@ -297,8 +323,8 @@ def bench_memory(sizes: list[int], warm: int, steps: int, keep: str | None = Non
             os.makedirs(root, exist_ok=True)
             prepare_all("sd-v1", root)
         for size in sizes:
-            for task in ("ti", "lora"):
-                for label, side, checkpointing in MEMORY_RUNS:
+            for task in tasks:
+                for label, side, checkpointing in chosen:
                     print(f"available {available_gib():.1f} GiB before {size}px {task} {label}", flush=True)
                     r = run_worker(side, task, root, size, warm, steps, side == "ours", checkpointing)
                     results[(size, task, label)] = r
@@ -306,19 +332,31 @@ def bench_memory(sizes: list[int], warm: int, steps: int, keep: str | None = Non
                         print(f"sd-v1 {size}px {task} {label}: killed (does not fit in memory)", flush=True)
                         continue
                     print(f"sd-v1 {size}px {task:4s} {label:10s} {r['median_s']:7.2f} s/step  RSS loaded "
-                          f"{r['loaded_rss_mib'] / 1024:5.2f} GiB, peak {r['peak_rss_mib'] / 1024:5.2f} GiB", flush=True)
-    print("\n  px  task  peak GiB: ours  ours ckpt  diffusers  ours/diffusers  ckpt saves  ckpt step time")
+                          f"{r['loaded_rss_mib'] / 1024:5.2f} GiB, peak {r['peak_rss_mib'] / 1024:5.2f} GiB, "
+                          f"peak after loading {r['train_peak_rss_mib'] / 1024:5.2f} GiB", flush=True)
+    memory_table(results, sizes, tasks)
+
+
+def memory_table(results: dict[tuple[int, str, str], dict], sizes: list[int], tasks: tuple[str, ...]) -> None:
+    """Peaks in GiB, ours / diffusers, what checkpointing saves and its step-time cost; "-" where not measured."""
+    def peak(r):
+        return r["peak_rss_mib"] / 1024 if r and not r.get("killed") else None
+
+    def ratio(a, b, fmt):
+        return fmt.format(a / b) if a and b else "-"
+
+    print("\n  px  task  peak GiB: ours  ours ckpt  diffusers  ours/diffusers  ckpt/diffusers  ckpt saves  "
+          "ckpt step time")
     for size in sizes:
-        for task in ("ti", "lora"):
-            r = {label: results[(size, task, label)] for label, _, _ in MEMORY_RUNS}
-            if any(x.get("killed") for x in r.values()):
-                print(f"{size:4d}  {task:4s}  (a run did not fit: see above)")
-                continue
-            plain, ckpt, theirs_r = r["ours"], r["ours ckpt"], r["diffusers"]
-            print(f"{size:4d}  {task:4s}  {plain['peak_rss_mib'] / 1024:14.2f}  {ckpt['peak_rss_mib'] / 1024:9.2f}  "
-                  f"{theirs_r['peak_rss_mib'] / 1024:9.2f}  {plain['peak_rss_mib'] / theirs_r['peak_rss_mib']:14.2f}  "
-                  f"{1 - ckpt['peak_rss_mib'] / plain['peak_rss_mib']:10.0%}  "
-                  f"{ckpt['median_s'] / plain['median_s']:13.2f}x")
+        for task in tasks:
+            plain, ckpt, theirs_r = (results.get((size, task, label)) for label, _, _ in MEMORY_RUNS)
+            p, c, d = peak(plain), peak(ckpt), peak(theirs_r)
+            saves = f"{1 - c / p:.0%}" if p and c else "-"
+            time_cost = ratio(c and ckpt["median_s"], p and plain["median_s"], "{:.2f}x")
+            cells = [f"{x:.2f}" if x else ("killed" if r and r.get("killed") else "-")
+                     for x, r in ((p, plain), (c, ckpt), (d, theirs_r))]
+            print(f"{size:4d}  {task:4s}  {cells[0]:>14s}  {cells[1]:>9s}  {cells[2]:>9s}  "
+                  f"{ratio(p, d, '{:.2f}'):>14s}  {ratio(c, d, '{:.2f}'):>14s}  {saves:>10s}  {time_cost:>13s}")
 
 
 def report(all_results: dict[tuple[str, int], dict[str, dict]]) -> None:
@@ -342,6 +380,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps")
     parser.add_argument("--memory", action="store_true", help="sd-v1 peak memory with and without checkpointing")
     parser.add_argument("--sizes", default="256,512", help="image sizes of --memory")
+    parser.add_argument("--tasks", default="ti,lora", help="--memory: comma-separated tasks (ti, lora)")
+    parser.add_argument("--runs", default=",".join(label for label, _, _ in MEMORY_RUNS),
+                        help="--memory: comma-separated runs (ours, ours-ckpt, diffusers)")
     parser.add_argument("--keep", metavar="DIR", help="--memory: prepare the models in DIR once and reuse them")
     parser.add_argument("--worker", choices=["ours", "diffusers", "convert"], help=argparse.SUPPRESS)
     parser.add_argument("--gradient-checkpointing", action="store_true", help=argparse.SUPPRESS)
@@ -361,7 +402,8 @@ def main() -> None:
         print(json.dumps(theirs(args.task, args.root, args.size, args.warm, args.steps)))
         return
     if args.memory:
-        bench_memory([int(s) for s in args.sizes.split(",")], args.warm, args.steps, args.keep)
+        bench_memory([int(s) for s in args.sizes.split(",")], args.warm, args.steps, args.keep,
+                     tuple(args.tasks.split(",")), tuple(args.runs.split(",")))
         return
     all_results = {}
     for name in args.configs.split(","):

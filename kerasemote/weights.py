@@ -30,7 +30,7 @@ from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from kerasemote import storage
-from kerasemote.lazy import LazyArray
+from kerasemote.lazy import LazyArray, read_aligned, release_memory, to_tensor
 
 MANIFEST_KEY = "__manifest__"
 # The dtypes a saved model, LoRA or embedding file may store; float16 halves the file and loads back as float32.
@@ -38,6 +38,8 @@ SAVE_DTYPES = ("float32", "float16")
 _MAX_LISTED = 10
 # bool, signed/unsigned int, float, complex: everything a weight can be, nothing pickled.
 _NUMERIC_KINDS = "biufc"
+# Assigning a tensor of at least this many elements hands the freed old storage back to the system at once.
+_TRIM_ELEMENTS = 2**18
 
 Shape = Sequence[int | None]
 
@@ -168,31 +170,31 @@ def _open_npz(filename: str, source: str) -> Any:
     return npz
 
 
-def _check_npy_header(f: Any, present: int, source: str, key: str) -> tuple[tuple[int, ...], np.dtype]:
+def _check_npy_header(f: Any, present: int, source: str, key: str) -> tuple[tuple[int, ...], np.dtype, bool]:
     """Refuse an array whose header asks for more bytes than follow it, before numpy allocates them.
 
     ``f`` is at the start of a ``.npy`` stream (a file or an ``.npz`` member) of ``present`` bytes.
 
     Returns:
-        The array's shape and dtype, as its header gives them.
+        The array's shape, dtype and whether it is stored in Fortran order, as its header gives them.
     """
     try:
         version = np.lib.format.read_magic(f)
         read_header = np.lib.format.read_array_header_1_0
         if version != (1, 0):
             read_header = np.lib.format.read_array_header_2_0
-        shape, _, dtype = read_header(f)
+        shape, fortran_order, dtype = read_header(f)
     except _UNREADABLE as err:
         raise WeightFileError(f"{source}: key {key!r} has no readable .npy header ({err}).") from None
     if dtype.hasobject:
-        return shape, dtype  # refused by np.load(allow_pickle=False), with its own message
+        return shape, dtype, fortran_order  # refused by np.load(allow_pickle=False), with its own message
     needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if needed > present - f.tell():
         raise WeightFileError(
             f"{source}: key {key!r} (shape {shape}, {dtype}) needs {needed} bytes but the file holds "
             f"{max(present - f.tell(), 0)}."
         )
-    return shape, dtype
+    return shape, dtype, fortran_order
 
 
 @contextlib.contextmanager
@@ -209,7 +211,7 @@ def lazy_arrays(path: storage.PathLike) -> Iterator[tuple[dict[str, LazyArray], 
                 continue
             member = key if key in npz.zip.NameToInfo else key + ".npy"
             with npz.zip.open(member) as f:
-                shape, dtype = _check_npy_header(f, npz.zip.getinfo(member).file_size, source, key)
+                shape, dtype, _ = _check_npy_header(f, npz.zip.getinfo(member).file_size, source, key)
             if dtype.kind not in _NUMERIC_KINDS:
                 raise WeightFileError(f"{source}: key {key!r} expected a numeric dtype (bool/int/float), found {dtype}.")
             arrays[key] = LazyArray(shape, dtype, lambda key=key: _read_member(npz, key, source))
@@ -221,7 +223,9 @@ def _read_member(npz: Any, key: str, source: str) -> np.ndarray:
     member = key if key in npz.zip.NameToInfo else key + ".npy"
     try:
         with npz.zip.open(member) as f:
-            _check_npy_header(f, npz.zip.getinfo(member).file_size, source, key)
+            shape, dtype, fortran_order = _check_npy_header(f, npz.zip.getinfo(member).file_size, source, key)
+            if not dtype.hasobject and not fortran_order:
+                return read_aligned(f, shape, dtype)  # what TensorFlow takes without a copy
         return npz[key]
     except WeightFileError:
         raise
@@ -403,14 +407,11 @@ def assign_arrays(
     problems += _dtype_problems(source_name, variables, found)
     if problems:
         raise WeightFileError("\n".join(problems))
-    import keras
-
     for key in common:
         value = found.pop(key)
-        if isinstance(value, LazyArray):
-            value = np.asarray(value)
-        variables[key].assign(keras.ops.cast(value, variables[key].dtype))
-        del value  # one array in memory at a time
+        variables[key].assign(to_tensor(value, variables[key].dtype))  # one array in memory at a time
+        if int(np.prod(value.shape, dtype=np.int64)) >= _TRIM_ELEMENTS:
+            release_memory()  # the variable's old storage, freed by the assign
     return AssignResult(assigned=common, missing=missing, unexpected=unexpected)
 
 

@@ -87,6 +87,103 @@ def test_recomputed_blocks_run_again_in_the_backward_pass_and_only_there():
     assert len(calls) == 3  # outside a scope: one plain call
 
 
+# ---------------------------------------------------------------------- lean attention and factored LoRA
+
+
+def attention_and_gradients(q, k, v, heads: int, lean: bool, monkeypatch) -> list[np.ndarray]:
+    """Output of ``multi_head_attention`` in a training forward pass and the gradients of q, k, v."""
+    from kerasemote.models import layers
+
+    calls = []
+    monkeypatch.setattr(layers, "LEAN_ATTENTION_BYTES", 0 if lean else 2**62)
+    monkeypatch.setattr(layers, "QUERY_CHUNK_BYTES", 3 * 2 * heads * k.shape[1] * 4)  # 3 queries per chunk
+    monkeypatch.setattr(layers, "_attend_lean", lambda *a, f=layers._attend_lean: calls.append(1) or f(*a))
+    q, k, v = (tf.constant(x) for x in (q, k, v))
+    with tf.GradientTape() as tape:
+        tape.watch([q, k, v])
+        with recompute.recompute_scope(None):
+            out = layers.multi_head_attention(q, k, v, heads)
+        loss = tf.reduce_sum(out * tf.sin(out))  # a gradient that differs per output element
+    assert len(calls) == int(lean)
+    return [out.numpy()] + [g.numpy() for g in tape.gradient(loss, [q, k, v])]
+
+
+def test_lean_training_attention_gives_the_plain_outputs_and_gradients(monkeypatch):
+    rng = np.random.default_rng(0)
+    # 7 queries: three chunks of three, the last one padded.
+    q, k, v = (rng.standard_normal(shape).astype("float32") for shape in [(2, 7, 8), (2, 5, 8), (2, 5, 8)])
+    plain = attention_and_gradients(q, k, v, 2, False, monkeypatch)
+    lean = attention_and_gradients(q, k, v, 2, True, monkeypatch)
+    for a, b in zip(plain, lean):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+
+
+def test_lean_training_attention_in_float16_follows_the_float32_result(monkeypatch):
+    """Mixed precision (a GPU's float16 compute): the lean path keeps its scores in float32 and returns
+    float16 outputs and gradients close to the float32 ones."""
+    rng = np.random.default_rng(1)
+    q, k, v = (rng.standard_normal(shape).astype("float32") for shape in [(2, 7, 8), (2, 5, 8), (2, 5, 8)])
+    reference = attention_and_gradients(q, k, v, 2, False, monkeypatch)
+    half = attention_and_gradients(*(x.astype("float16") for x in (q, k, v)), 2, True, monkeypatch)
+    for a, b in zip(reference, half):
+        assert b.dtype == np.float16
+        np.testing.assert_allclose(b.astype("float32"), a, rtol=2e-2, atol=2e-2)
+
+
+def lora_model(targets) -> tuple[StableDiffusion, list]:
+    """A tiny model with LoRA on ``targets`` and non-zero A and B (B starts at zero)."""
+    model = StableDiffusion.random("tiny", seed=0)
+    strategy = LoRA(rank=2, alpha=3.0, targets=targets)
+    strategy.prepare(model)
+    rng = np.random.default_rng(2)
+    for variable in strategy.trainable_variables(model):
+        variable.assign(rng.normal(0, 0.2, variable.shape).astype("float32"))
+    return model, strategy.trainable_variables(model)
+
+
+def test_lora_layers_multiply_by_the_factors_with_keras_merged_outputs_and_gradients():
+    import keras
+
+    from kerasemote.lora_files import lora_layers
+
+    model, _ = lora_model(["attention", "convs", "text"])
+    layers = lora_layers(model, ["attention", "convs", "text"])
+    dense = layers["unet/down_blocks.0/attentions.0/transformer_blocks.0/attn1/to_q"]
+    conv = next(layer for path, layer in layers.items() if path.endswith("resnets.0/conv1"))
+    text = next(layer for path, layer in layers.items() if path.endswith("self_attn/q_proj"))
+    rng = np.random.default_rng(3)
+    for layer, x, base in ((dense, rng.standard_normal((2, 5, dense._kernel.shape[0])), keras.layers.Dense),
+                           (conv, rng.standard_normal((2, 6, 6, conv._kernel.shape[2])), keras.layers.Conv2D),
+                           (text, rng.standard_normal((2, 5, text._kernel.shape[0])), keras.layers.Dense)):
+        x = tf.constant(x.astype("float32"))
+        results = []
+        for call in (layer.call, lambda x, layer=layer, base=base: base.call(layer, x)):  # ours, Keras' merged kernel
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = call(x)
+                loss = tf.reduce_sum(y * tf.cos(y))
+            grads = tape.gradient(loss, [x, layer._kernel.value, layer.lora_kernel_a.value, layer.lora_kernel_b.value])
+            results.append([y.numpy()] + [g.numpy() for g in grads])
+        for ours, merged in zip(*results):
+            np.testing.assert_allclose(ours, merged, rtol=1e-5, atol=1e-5 * float(np.abs(merged).max()))
+
+
+def test_a_saved_lora_file_applied_to_a_fresh_model_gives_the_training_models_outputs(tmp_path):
+    from kerasemote.lora_files import apply_lora, lora_from_model, read_lora, save_lora
+
+    model, variables = lora_model(["attention", "convs"])
+    lora = read_lora(save_lora(str(tmp_path / "lora.npz"), lora_from_model(model, ["attention", "convs"])))
+    assert sorted(lora.arrays) == sorted(v.path for v in variables)  # keyed by Keras' variable paths
+    assert all(p.endswith(("/lora_kernel_a", "/lora_kernel_b")) for p in lora.arrays)
+    merged = StableDiffusion.random("tiny", seed=0)
+    apply_lora(merged, lora)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 8, 8, model.config.latent_channels)).astype("float32")
+    context = rng.standard_normal((1, 77, model.config.text_width)).astype("float32")
+    t = tf.constant([500])
+    np.testing.assert_allclose(model.unet(x, t, context), merged.unet(x, t, context), rtol=1e-4, atol=1e-4)
+
+
 # ---------------------------------------------------------------------- loading tensor by tensor
 
 

@@ -11,6 +11,11 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's oneDNN CPU allocator keeps every block it ever held; the system allocator gives freed
+# tensors back, so loading or converting a full-size model peaks nearer its own size. TensorFlow
+# reads this when it starts: no command module (nor TensorFlow) is imported before this line.
+if "tensorflow" not in sys.modules:
+    os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
 
 # Command modules, in the order `kerasemote --help` lists them. Each exposes
 # ``register(subparsers)``; the parser it adds sets ``func`` to a function of ``args``.

@@ -14,7 +14,7 @@ import numpy as np
 
 from kerasemote.config import ModelConfig
 from kerasemote.convert import naming
-from kerasemote.lazy import LazyArray
+from kerasemote.lazy import LazyArray, aligned_empty, is_aligned
 from kerasemote.weights import WeightFileError
 
 # diffusers component folder -> our parts that its weights fill.
@@ -64,9 +64,18 @@ def _fits(shape: tuple[int, ...], want: tuple[int, ...]) -> bool:
 
 
 def _converted(value: object, want: tuple[int, ...], entry: Entry, dtype: str) -> np.ndarray:
-    """One reference tensor in our layout, as a C-ordered array of ``dtype`` (one copy)."""
-    array = np.asarray(value).reshape(want)
-    return np.array(naming.to_keras(entry.path, array, entry.shape), dtype=dtype, order="C")
+    """One reference tensor in our layout, as an aligned C-ordered array of ``dtype``.
+
+    A ``LazyArray``'s read is fresh, so a tensor whose layout and dtype already match (embeddings,
+    biases) is returned as read; anything else is copied once.
+    """
+    fresh = isinstance(value, LazyArray)
+    array = naming.to_keras(entry.path, np.asarray(value).reshape(want), entry.shape)
+    if fresh and array.dtype == dtype and is_aligned(array):
+        return array
+    out = aligned_empty(array.shape, dtype)
+    np.copyto(out, array, casting="unsafe")
+    return out
 
 
 def arrays_from_state(

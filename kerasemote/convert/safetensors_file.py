@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from kerasemote import storage
-from kerasemote.lazy import LazyArray
+from kerasemote.lazy import LazyArray, read_aligned
 from kerasemote.weights import WeightFileError
 
 _SAFETENSORS_DTYPES = {
@@ -155,8 +155,13 @@ def read_safetensors(filename: str, source: str | None = None, lazy: bool = Fals
         bf16 = entry["dtype"] == "BF16"
         dtype = np.dtype("<u2" if bf16 else _SAFETENSORS_DTYPES[entry["dtype"]]).newbyteorder("<")
 
-        def read(begin=begin, end=end, bf16=bf16, dtype=dtype, shape=entry["shape"]) -> np.ndarray:
-            flat = np.fromfile(filename, dtype=dtype, count=(end - begin) // dtype.itemsize, offset=data_start + begin)
+        def read(begin=begin, end=end, bf16=bf16, dtype=dtype, shape=entry["shape"], key=key) -> np.ndarray:
+            with open(filename, "rb") as f:
+                f.seek(data_start + begin)
+                try:
+                    flat = read_aligned(f, ((end - begin) // dtype.itemsize,), dtype)
+                except EOFError as err:
+                    raise WeightFileError(f"{source or filename}: key {key!r} is truncated ({err}).") from None
             return (bfloat16_to_float32(flat) if bf16 else flat).reshape(shape)
 
         arrays[key] = LazyArray(entry["shape"], np.float32 if bf16 else dtype, read) if lazy else read()

@@ -16,7 +16,9 @@ few names a state dict needs (``torch._utils._rebuild_tensor_v2``,
 checkpoints use for ``global_step``), each replaced by our own NumPy function.
 Anything else raises ``UnsafePickleError`` before it is called. Tensors are built
 from the zip's ``data/`` entries with their storage offset and strides, so views
-(a tensor saved as a slice of a larger storage) come back right.
+(a tensor saved as a slice of a larger storage) come back right. Read lazily
+(``load_state_dict(path, lazy=True)``), each tensor reads only its own bytes from the
+file when it is used, so a converter holds one tensor at a time.
 
 Legacy (non-zip) torch files are refused with instructions to re-save them.
 """
@@ -24,16 +26,18 @@ Legacy (non-zip) torch files are refused with instructions to re-save them.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import pickle
 import struct
 import zipfile
-from typing import Any
+from typing import Any, BinaryIO, Callable, Iterator
 
 import numpy as np
 
 from kerasemote import storage
 from kerasemote.convert.safetensors_file import bfloat16_to_float32, read_safetensors
+from kerasemote.lazy import LazyArray, read_aligned
 from kerasemote.weights import WeightFileError
 
 _PICKLE_PROTO = b"\x80"
@@ -88,28 +92,62 @@ class _Storage:
         self._zf, self._member, self.dtype, self.source, self.key = zf, member, dtype, source, key
         self._array: np.ndarray | None = None
         self.nbytes = _entry_size(zf, member, source)
+        self._filename = zf.filename
 
     @property
     def itemsize(self) -> int:
         return 2 if self.dtype == "bfloat16" else np.dtype(self.dtype).itemsize
 
     def array(self) -> np.ndarray:
-        """The whole storage as a flat array (read once, into one writable buffer)."""
+        """The whole storage as a flat array (read once)."""
         if self._array is None:
-            raw = np.empty(self.nbytes, dtype=np.uint8)
-            with self._zf.open(self._member) as f:
-                filled = 0
-                while filled < raw.size:
-                    n = f.readinto(memoryview(raw)[filled:])
-                    if not n:
-                        raise WeightFileError(f"{self.source}: storage entry {self._member!r} is truncated.")
-                    filled += n
-            usable = raw[: raw.size - raw.size % self.itemsize]
-            if self.dtype == "bfloat16":
-                self._array = bfloat16_to_float32(usable.view("<u2"))
-            else:
-                self._array = usable.view(np.dtype(self.dtype).newbyteorder("<"))
+            self._array = self.reader()(0, self.nbytes // self.itemsize)
         return self._array
+
+    def reader(self) -> Callable[[int, int], np.ndarray]:
+        """A reader of elements ``[first, first + count)`` that works after the zip is closed.
+
+        A stored entry (what ``torch.save`` writes) is read straight from the file at its data's
+        offset, so each tensor costs its own bytes only; a deflated one is inflated up to the span.
+        """
+        filename, member = self._filename, self._member
+        start = _stored_data_offset(filename, self._zf.getinfo(member))
+
+        def read(first: int, count: int) -> np.ndarray:
+            begin, size = first * self.itemsize, count * self.itemsize
+            with open(filename, "rb") if start is not None else _zip_member(filename, member) as f:
+                f.seek(begin + (start or 0))
+                try:
+                    raw = read_aligned(f, (size,), np.uint8)
+                except EOFError as err:
+                    raise WeightFileError(f"{self.source}: storage entry {member!r} is truncated ({err}).") from None
+            if self.dtype == "bfloat16":
+                return bfloat16_to_float32(raw.view("<u2"))
+            return raw.view(np.dtype(self.dtype).newbyteorder("<"))
+
+        return read
+
+
+@contextlib.contextmanager
+def _zip_member(filename: str, member: str) -> Iterator[BinaryIO]:
+    with zipfile.ZipFile(filename) as zf, zf.open(member) as f:
+        yield f
+
+
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # a zip entry's local file header (APPNOTE 4.3.7)
+
+
+def _stored_data_offset(filename: str, info: zipfile.ZipInfo) -> int | None:
+    """Where an uncompressed, unencrypted entry's bytes start in the file; None for any other entry."""
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+        return None
+    with open(filename, "rb") as f:
+        f.seek(info.header_offset)
+        header = f.read(_LOCAL_HEADER.size)
+    if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
+        return None  # let zipfile report the damage when the entry is read
+    fields = _LOCAL_HEADER.unpack(header)
+    return info.header_offset + _LOCAL_HEADER.size + fields[10] + fields[11]
 
 
 class _StorageType:
@@ -155,10 +193,14 @@ def _view_problem(tensor: _Tensor) -> str | None:
 
 
 class _Materializer:
-    """Replace every ``_Tensor`` of an unpickled tree by a NumPy array, each view checked first."""
+    """Replace every ``_Tensor`` of an unpickled tree by a NumPy array, each view checked first.
 
-    def __init__(self, source: str, present: int):
-        self.source, self.budget = source, present
+    With ``lazy``, a tensor becomes a ``LazyArray`` that reads only its own bytes from the file
+    when NumPy asks for it (every view is still checked here, before anything is read).
+    """
+
+    def __init__(self, source: str, present: int, lazy: bool = False):
+        self.source, self.budget, self.lazy = source, present, lazy
         # A pickle can reference one object from many places (its memo): each is converted once,
         # so nesting that doubles at every level costs no more than the objects themselves.
         self._done: dict[int, Any] = {}
@@ -178,26 +220,38 @@ class _Materializer:
             return type(obj)(items) if isinstance(obj, collections.OrderedDict) else dict(items)
         return type(obj)(self(v, f"{key}[{i}]") for i, v in enumerate(obj))
 
-    def _array(self, tensor: _Tensor, key: str) -> np.ndarray:
+    def _array(self, tensor: _Tensor, key: str) -> np.ndarray | LazyArray:
         problem = _view_problem(tensor)
         if problem:
             raise WeightFileError(f"{self.source}: tensor {key!r} {problem}.")
-        flat, size, stride, offset = tensor.storage.array(), tensor.size, tensor.stride, tensor.offset
+        size, stride, offset = tensor.size, tensor.stride, tensor.offset
         count = int(np.prod(size, dtype=object))
-        if count == 0:
-            return np.zeros(size, dtype=flat.dtype)
-        if stride == _contiguous_strides(size) or count == 1:
-            return flat[offset : offset + count].reshape(size)  # no copy: most tensors own their storage
-        # A strided view (slice, transpose) is copied; all copies together stay within the file's bytes.
-        self.budget -= count * flat.itemsize
-        if self.budget < 0:
-            raise WeightFileError(
-                f"{self.source}: tensor {key!r}: strided views need more bytes in all than the file's storages hold."
-            )
-        view = np.lib.stride_tricks.as_strided(
-            flat[offset:], shape=size, strides=tuple(s * flat.itemsize for s in stride), writeable=False
-        )
-        return np.array(view)
+        if count > 1 and stride != _contiguous_strides(size):
+            # A strided view (slice, transpose) is copied; all copies together stay within the file's bytes.
+            self.budget -= count * tensor.storage.itemsize
+            if self.budget < 0:
+                raise WeightFileError(
+                    f"{self.source}: tensor {key!r}: strided views need more bytes in all than the file's storages hold."
+                )
+        if not self.lazy:
+            return _shaped(tensor.storage.array()[offset:], size, stride)
+        span = sum((n - 1) * s for n, s in zip(size, stride)) + 1 if count else 0  # elements from offset
+        read = tensor.storage.reader()
+        dtype = np.float32 if tensor.storage.dtype == "bfloat16" else tensor.storage.dtype
+        return LazyArray(size, dtype, lambda: _shaped(read(offset, span), size, stride))
+
+
+def _shaped(flat: np.ndarray, size: tuple[int, ...], stride: tuple[int, ...]) -> np.ndarray:
+    """The tensor of ``size`` and element ``stride`` whose first element is ``flat[0]``."""
+    count = int(np.prod(size, dtype=object))
+    if count == 0:
+        return np.zeros(size, dtype=flat.dtype)
+    if stride == _contiguous_strides(size) or count == 1:
+        return flat[:count].reshape(size)  # no copy: most tensors own their storage
+    view = np.lib.stride_tricks.as_strided(
+        flat, shape=size, strides=tuple(s * flat.itemsize for s in stride), writeable=False
+    )
+    return np.array(view)
 
 
 def _contiguous_strides(size: tuple[int, ...]) -> tuple[int, ...]:
@@ -292,11 +346,14 @@ def _check_byteorder(zf: zipfile.ZipFile, prefix: str, source: str) -> None:
         )
 
 
-def load_torch_zip(path: storage.PathLike) -> Any:
+def load_torch_zip(path: storage.PathLike, lazy: bool = False) -> Any:
     """Unpickle a ``torch.save`` zip file into NumPy arrays, dicts and plain values.
 
     Args:
         path: ``.bin``, ``.ckpt`` or ``.pt`` file (local or ``gs://``).
+        lazy: a local file gives ``LazyArray``s, each reading its own tensor's bytes from the
+            file when NumPy asks for it (the file must stay in place until then); a ``gs://``
+            file is read whole.
 
     Returns:
         The saved object with every tensor replaced by a NumPy array (bfloat16 ->
@@ -325,7 +382,7 @@ def load_torch_zip(path: storage.PathLike) -> Any:
         if magic != _ZIP_MAGIC:
             raise ValueError(f"{source}: not a torch zip file (starts with {magic!r}, expected b'PK').")
         try:
-            return _unpickle_zip(filename, source)
+            return _unpickle_zip(filename, source, lazy and filename == source)
         except ValueError:
             raise
         except _MALFORMED as err:
@@ -340,7 +397,7 @@ _MALFORMED = (
 )
 
 
-def _unpickle_zip(filename: str, source: str) -> Any:
+def _unpickle_zip(filename: str, source: str, lazy: bool) -> Any:
     with zipfile.ZipFile(filename) as zf:
         member = _pickle_member(zf, source)
         prefix = member[: -len("data.pkl")]
@@ -350,7 +407,7 @@ def _unpickle_zip(filename: str, source: str) -> Any:
             unpickler = _RestrictedUnpickler(pkl, zf, prefix, source)
             obj = unpickler.load()
         present = sum(s.nbytes for s in unpickler._storages.values())
-        return _Materializer(source, present)(obj)
+        return _Materializer(source, present, lazy)(obj)
 
 
 # ---------------------------------------------------------------------- state dicts
@@ -361,7 +418,7 @@ def _flat_arrays(obj: Any, source: str) -> dict[str, np.ndarray]:
         obj = obj["state_dict"]  # Lightning / original SD checkpoints
     if not isinstance(obj, dict):
         raise ValueError(f"{source}: expected a dict of tensors, found {type(obj).__name__}.")
-    return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, np.ndarray)}
+    return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, (np.ndarray, LazyArray))}
 
 
 def load_state_dict(path: storage.PathLike, lazy: bool = False) -> dict[str, np.ndarray]:
@@ -372,8 +429,8 @@ def load_state_dict(path: storage.PathLike, lazy: bool = False) -> dict[str, np.
 
     Args:
         path: local, Drive or ``gs://`` path.
-        lazy: a local ``.safetensors`` file gives ``LazyArray``s, each read when NumPy
-            asks for it (converters then hold one tensor at a time); other files are read whole.
+        lazy: a local file gives ``LazyArray``s, each read from the file when NumPy asks for
+            it (converters then hold one tensor at a time); a ``gs://`` file is read whole.
 
     Returns:
         key -> NumPy array in the file's layout (PyTorch's (out, in, kh, kw)...);
@@ -383,7 +440,7 @@ def load_state_dict(path: storage.PathLike, lazy: bool = False) -> dict[str, np.
     if source.endswith(".safetensors"):
         with storage.local_copy(source) as filename:
             return read_safetensors(filename, source, lazy=lazy and filename == source)
-    return _flat_arrays(load_torch_zip(source), source)
+    return _flat_arrays(load_torch_zip(source, lazy=lazy), source)
 
 
 def save_safetensors(path: storage.PathLike, arrays: dict[str, np.ndarray]) -> None:

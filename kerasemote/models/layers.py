@@ -15,10 +15,13 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from kerasemote.models import recompute
+from kerasemote.models.lora_layers import Conv2D, Dense
+
 
 def conv(filters: int, kernel_size: int, name: str, strides: int = 1) -> keras.layers.Conv2D:
     """A convolution with no implicit padding: callers pad explicitly (see ``pad``)."""
-    return keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="valid", name=name)
+    return Conv2D(filters, kernel_size, strides=strides, padding="valid", name=name)
 
 
 def same_conv(filters: int, name: str) -> keras.layers.Conv2D:
@@ -28,7 +31,7 @@ def same_conv(filters: int, name: str) -> keras.layers.Conv2D:
     input: the convolution kernel pads internally, which saves a full pass over the
     activations per convolution (the largest single cost of the VAE decoder at 512 px).
     """
-    return keras.layers.Conv2D(filters, 3, padding="same", name=name)
+    return Conv2D(filters, 3, padding="same", name=name)
 
 
 def pad(x, before: int, after: int | None = None):
@@ -66,7 +69,7 @@ class ResnetBlock(keras.layers.Layer):
         self.norm1 = group_norm(groups, epsilon, "norm1")
         self.conv1 = same_conv(out_channels, "conv1")
         self.time_emb_proj = (
-            keras.layers.Dense(out_channels, name="time_emb_proj") if use_time_embedding else None
+            Dense(out_channels, name="time_emb_proj") if use_time_embedding else None
         )
         self.norm2 = group_norm(groups, epsilon, "norm2")
         self.conv2 = same_conv(out_channels, "conv2")
@@ -88,6 +91,14 @@ ATTENTION_SCORES_BYTES = 2**30
 """Above this size of one attention's score tensor (batch x heads x queries x keys), the scores are
 made one batch item at a time, so a 512 px batch of four with guidance holds 0.5 GiB of float32
 scores at once instead of 4 GiB."""
+
+LEAN_ATTENTION_BYTES = 2**24
+"""In a training forward pass (``recompute.training()``), an attention whose score tensor is larger
+than this keeps only q, k, v, its output and each query's log-sum-exp for the backward pass, which
+recomputes the scores (``_attend_lean``): a 512 px sd-v1 self-attention keeps 10 MiB, not 512 MiB."""
+
+QUERY_CHUNK_BYTES = 2**26
+"""``_attend_lean`` makes the scores of this many bytes' worth of queries at a time."""
 
 
 def multi_head_attention(q, k, v, num_heads: int):
@@ -111,12 +122,20 @@ def multi_head_attention(q, k, v, num_heads: int):
     k = ops.transpose(ops.reshape(k, (batch, m, num_heads, head_dim)), (0, 2, 1, 3))  # (B, h, M, d)
     v = ops.transpose(ops.reshape(v, (batch, m, num_heads, head_dim)), (0, 2, 1, 3))  # (B, h, M, d)
     score_bytes = _product(batch, num_heads, n, m) * q.dtype.size
-    if isinstance(score_bytes, int):  # every size known while tracing: decide now
-        out = _attend_per_item(q, k, v) if score_bytes > ATTENTION_SCORES_BYTES else _attend(q, k, v)
+    if recompute.training():
+        rows = _query_rows(batch, num_heads, m)
+        out = _choose(score_bytes > LEAN_ATTENTION_BYTES, lambda: _attend_lean(q, k, v, rows), lambda: _attend(q, k, v))
     else:
-        out = tf.cond(score_bytes > ATTENTION_SCORES_BYTES, lambda: _attend_per_item(q, k, v),
+        out = _choose(score_bytes > ATTENTION_SCORES_BYTES, lambda: _attend_per_item(q, k, v),
                       lambda: _attend(q, k, v))
     return ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (batch, n, channels))  # (B, N, C)
+
+
+def _choose(condition, if_true, if_false):
+    """``if_true()`` or ``if_false()``: decided now when every size is known while tracing, else in the graph."""
+    if isinstance(condition, bool):
+        return if_true() if condition else if_false()
+    return tf.cond(condition, if_true, if_false)
 
 
 def _product(*sizes):
@@ -124,6 +143,13 @@ def _product(*sizes):
     if all(isinstance(s, int) for s in sizes):
         return math.prod(sizes)
     return math.prod(tf.cast(s, tf.int64) for s in sizes)
+
+
+def _query_rows(batch, heads: int, keys) -> int:
+    """Queries per chunk of ``_attend_lean``: float32 scores (whatever q's type) of about ``QUERY_CHUNK_BYTES``."""
+    if isinstance(batch, int) and isinstance(keys, int):
+        return max(1, QUERY_CHUNK_BYTES // (batch * heads * keys * 4))
+    return 512
 
 
 def _attend(q, k, v):
@@ -138,16 +164,70 @@ def _attend_per_item(q, k, v):
     return tf.map_fn(lambda qkv: _attend(*qkv), (q, k, v), fn_output_signature=q.dtype, parallel_iterations=1)
 
 
+def _attend_lean(q, k, v, rows: int):
+    """``_attend`` of (B, h, N, d) queries that keeps no (N, M) tensor for the backward pass.
+
+    The forward pass runs ``rows`` queries at a time and keeps its output and each query's
+    log-sum-exp of scores; the backward pass remakes each chunk's softmax from them
+    (``p = exp(s - lse)``) and uses ``ds = p * (dp - rowsum(do * out))``, the softmax gradient.
+    """
+    n = q.shape[2] if q.shape[2] is not None else tf.shape(q)[2]  # static where known: the output keeps its shape
+
+    def chunked(x):  # (B, h, N, d) -> (C, B, h, rows, d), N zero-padded to C * rows
+        shape = tf.shape(x)
+        chunks = (shape[2] + rows - 1) // rows
+        x = tf.pad(x, [[0, 0], [0, 0], [0, chunks * rows - shape[2]], [0, 0]])
+        return tf.transpose(tf.reshape(x, [shape[0], shape[1], chunks, rows, shape[3]]), (2, 0, 1, 3, 4))
+
+    def unchunked(x):  # (C, B, h, rows, d) -> (B, h, N, d)
+        shape = tf.shape(x)
+        x = tf.reshape(tf.transpose(x, (1, 2, 0, 3, 4)), [shape[1], shape[2], shape[0] * rows, shape[4]])
+        return x[:, :, :n]
+
+    def sequential(fn, elems, dtypes):
+        return tf.map_fn(fn, elems, fn_output_signature=dtypes, parallel_iterations=1)
+
+    @tf.custom_gradient
+    def attend(q, k, v):
+        q_chunks = chunked(q)
+
+        def forward(q_chunk):
+            scores = tf.cast(tf.linalg.matmul(q_chunk, k, transpose_b=True), tf.float32)  # (B, h, rows, M)
+            lse = tf.reduce_logsumexp(scores, axis=-1, keepdims=True)
+            return tf.linalg.matmul(tf.cast(tf.exp(scores - lse), q.dtype), v), lse
+
+        out, lse = sequential(forward, q_chunks, (q.dtype, tf.float32))  # (C, B, h, rows, d), (C, B, h, rows, 1)
+
+        def gradient(d_out):
+            do_chunks = chunked(d_out)
+            delta = tf.reduce_sum(tf.cast(do_chunks, tf.float32) * tf.cast(out, tf.float32), -1, keepdims=True)
+
+            def backward(chunk):
+                q_chunk, do, lse_chunk, delta_chunk = chunk
+                p = tf.exp(tf.cast(tf.linalg.matmul(q_chunk, k, transpose_b=True), tf.float32) - lse_chunk)
+                dp = tf.cast(tf.linalg.matmul(do, v, transpose_b=True), tf.float32)  # (B, h, rows, M)
+                ds = tf.cast(p * (dp - delta_chunk), q.dtype)
+                dv = tf.linalg.matmul(tf.cast(p, q.dtype), do, transpose_a=True)  # (B, h, M, d)
+                return tf.linalg.matmul(ds, k), tf.linalg.matmul(ds, q_chunk, transpose_a=True), dv
+
+            dq, dk, dv = sequential(backward, (q_chunks, do_chunks, lse, delta), (q.dtype,) * 3)
+            return unchunked(dq), tf.reduce_sum(dk, 0), tf.reduce_sum(dv, 0)
+
+        return unchunked(out), gradient
+
+    return attend(q, k, v)
+
+
 class Attention(keras.layers.Layer):
     """Multi-head (cross-)attention with diffusers' ``to_q/to_k/to_v/to_out.0`` layout."""
 
     def __init__(self, channels: int, num_heads: int, qkv_bias: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = num_heads
-        self.to_q = keras.layers.Dense(channels, use_bias=qkv_bias, name="to_q")
-        self.to_k = keras.layers.Dense(channels, use_bias=qkv_bias, name="to_k")
-        self.to_v = keras.layers.Dense(channels, use_bias=qkv_bias, name="to_v")
-        self.to_out = keras.layers.Dense(channels, name="to_out.0")
+        self.to_q = Dense(channels, use_bias=qkv_bias, name="to_q")
+        self.to_k = Dense(channels, use_bias=qkv_bias, name="to_k")
+        self.to_v = Dense(channels, use_bias=qkv_bias, name="to_v")
+        self.to_out = Dense(channels, name="to_out.0")
 
     def call(self, x, context=None):
         context = x if context is None else context
@@ -161,10 +241,10 @@ class VAEAttentionBlock(keras.layers.Layer):
     def __init__(self, channels: int, groups: int, epsilon: float, **kwargs):
         super().__init__(**kwargs)
         self.group_norm = group_norm(groups, epsilon, "group_norm")
-        self.to_q = keras.layers.Dense(channels, name="to_q")
-        self.to_k = keras.layers.Dense(channels, name="to_k")
-        self.to_v = keras.layers.Dense(channels, name="to_v")
-        self.to_out = keras.layers.Dense(channels, name="to_out.0")
+        self.to_q = Dense(channels, name="to_q")
+        self.to_k = Dense(channels, name="to_k")
+        self.to_v = Dense(channels, name="to_v")
+        self.to_out = Dense(channels, name="to_out.0")
 
     def call(self, x):
         batch, height, width, channels = ops.shape(x)[0], ops.shape(x)[1], ops.shape(x)[2], x.shape[-1]
@@ -184,8 +264,8 @@ class GEGLUFeedForward(keras.layers.Layer):
         super().__init__(**kwargs)
         self.inner = 4 * channels
         self.approximate_gelu = approximate_gelu
-        self.proj = keras.layers.Dense(2 * self.inner, name="net.0.proj")
-        self.out = keras.layers.Dense(channels, name="net.2")
+        self.proj = Dense(2 * self.inner, name="net.0.proj")
+        self.out = Dense(channels, name="net.2")
 
     def call(self, x):
         h = self.proj(x)  # (B, N, 2 * inner)

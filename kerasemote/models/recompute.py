@@ -5,6 +5,10 @@ spatial transformer, each CLIP encoder layer) is wrapped in a ``tf.custom_gradie
 pass keeps nothing but the block's inputs; its gradient function runs the block again under a
 fresh tape and differentiates it. Outside a scope the call is plain, so inference pays nothing.
 
+Every ``recompute_scope``, recomputing or not, also marks a training forward pass (``training()``):
+large attentions then keep only their inputs and recompute their scores in the backward pass
+(``kerasemote.models.layers``), a memory saving that costs little time and so is always on.
+
 Why not ``tf.recompute_grad``: its gradient function differentiates the recomputed block with
 respect to every variable the block reads. For LoRA and textual inversion almost all of those
 are frozen, so it would compute (and hold) a weight gradient for every frozen convolution and
@@ -43,23 +47,40 @@ def _refs(variables: Iterable[Any]) -> frozenset:
 
 @contextlib.contextmanager
 def recompute_scope(trained: Iterable[Any] | None) -> Iterator[None]:
-    """Recompute block activations in the backward pass while the block runs; None turns it off.
+    """A training forward pass; blocks recompute their activations in the backward pass unless ``trained`` is None.
 
     Args:
         trained: the variables that get gradients (the strategy's trainable variables); every
             other variable a block reads is treated as frozen. None: blocks run plainly.
     """
-    previous = getattr(_state, "trained", None)
+    previous = getattr(_state, "trained", None), getattr(_state, "training", False)
     _state.trained = None if trained is None else _refs(trained)
+    _state.training = True
     try:
         yield
     finally:
-        _state.trained = previous
+        _state.trained, _state.training = previous
+
+
+@contextlib.contextmanager
+def _recomputing() -> Iterator[None]:
+    """A block's recomputation: a training forward pass whose inner blocks run plainly."""
+    previous = getattr(_state, "trained", None), getattr(_state, "training", False)
+    _state.trained, _state.training = None, True
+    try:
+        yield
+    finally:
+        _state.trained, _state.training = previous
 
 
 def active() -> bool:
     """Whether calls on this thread are inside a ``recompute_scope`` that recomputes."""
     return getattr(_state, "trained", None) is not None
+
+
+def training() -> bool:
+    """Whether calls on this thread are part of a training forward pass (inside any ``recompute_scope``)."""
+    return getattr(_state, "training", False)
 
 
 def checkpointed(layer: Callable, *args: Any) -> Any:
@@ -95,7 +116,7 @@ def _recomputed(layer: Callable, trained: frozenset) -> Callable:
         def gradient(*output_grads, variables=None):
             variables = list(variables or ())
             watched = [v for v in variables if v.ref() in trained]
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
+            with _recomputing(), tf.GradientTape(watch_accessed_variables=False) as tape:
                 again = [_after(output_grads[0], a) if a.dtype.is_floating else a for a in args]
                 tape.watch([a for a in again if a.dtype.is_floating])
                 tape.watch(watched)

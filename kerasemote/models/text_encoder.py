@@ -15,6 +15,7 @@ import numpy as np
 from keras import ops
 
 from kerasemote.config import ModelConfig
+from kerasemote.models.lora_layers import Dense
 from kerasemote.models.recompute import checkpointed
 
 
@@ -90,10 +91,10 @@ class CLIPAttention(keras.layers.Layer):
     def __init__(self, width: int, num_heads: int, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = num_heads
-        self.q_proj = keras.layers.Dense(width, name="q_proj")
-        self.k_proj = keras.layers.Dense(width, name="k_proj")
-        self.v_proj = keras.layers.Dense(width, name="v_proj")
-        self.out_proj = keras.layers.Dense(width, name="out_proj")
+        self.q_proj = Dense(width, name="q_proj")
+        self.k_proj = Dense(width, name="k_proj")
+        self.v_proj = Dense(width, name="v_proj")
+        self.out_proj = Dense(width, name="out_proj")
 
     def call(self, x, mask):
         batch, length, width = ops.shape(x)[0], ops.shape(x)[1], x.shape[-1]
@@ -113,8 +114,8 @@ class CLIPAttention(keras.layers.Layer):
 class CLIPMLP(keras.layers.Layer):
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
-        self.fc1 = keras.layers.Dense(config.text_intermediate, name="fc1")
-        self.fc2 = keras.layers.Dense(config.text_width, name="fc2")
+        self.fc1 = Dense(config.text_intermediate, name="fc1")
+        self.fc2 = Dense(config.text_width, name="fc2")
 
     def call(self, x):
         return self.fc2(quick_gelu(self.fc1(x)))

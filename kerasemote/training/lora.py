@@ -1,4 +1,8 @@
-"""LoRA: Keras' ``enable_lora`` on the targeted layers; only the A and B factors train."""
+"""LoRA: Keras' ``enable_lora`` on the targeted layers; only the A and B factors train.
+
+The model's layers (``kerasemote.models.lora_layers``) multiply by the factors in the forward pass,
+``x W + s (x A) B``, so a step holds no merged kernel and no kernel-sized gradient.
+"""
 
 from __future__ import annotations
 
