@@ -7,18 +7,14 @@ Supported:
   holding ``<name>/data.pkl`` (the object tree) and ``<name>/data/<key>`` (raw
   storage bytes).
 
-Why a restricted unpickler: unpickling can call any importable function
-(``os.system`` included), so ``pickle.load`` on a downloaded checkpoint runs
-whatever its author wrote. ``_RestrictedUnpickler.find_class`` only resolves the
-few names a state dict needs (``torch._utils._rebuild_tensor_v2``,
-``_rebuild_parameter``, the typed storages such as ``torch.FloatStorage``,
-``collections.OrderedDict``, and the NumPy scalar constructors some Lightning
-checkpoints use for ``global_step``), each replaced by our own NumPy function.
-Anything else raises ``UnsafePickleError`` before it is called. Tensors are built
-from the zip's ``data/`` entries with their storage offset and strides, so views
-(a tensor saved as a slice of a larger storage) come back right. Read lazily
-(``load_state_dict(path, lazy=True)``), each tensor reads only its own bytes from the
-file when it is used, so a converter holds one tensor at a time.
+Why a restricted unpickler: ``pickle.load`` on a downloaded checkpoint runs any importable function
+its author named (``os.system`` included). ``_RestrictedUnpickler.find_class`` resolves only the names a
+state dict needs (``torch._utils._rebuild_tensor_v2``, ``_rebuild_parameter``, typed storages such as
+``torch.FloatStorage``, ``collections.OrderedDict``, the NumPy scalars of Lightning's ``global_step``),
+each replaced by our own NumPy function; anything else raises ``UnsafePickleError`` before it is called.
+Tensors are built from the zip's ``data/`` entries with their offsets and strides, so views come back
+right. Read lazily (``load_state_dict(path, lazy=True)``), each tensor reads only its own bytes when
+used, so a converter holds one tensor at a time.
 
 Legacy (non-zip) torch files are refused with instructions to re-save them.
 """
