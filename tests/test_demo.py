@@ -52,6 +52,7 @@ def demo_run(tiny_dir, tmp_path_factory):
     return out, printed.getvalue()
 
 
+@pytest.mark.slow  # a whole shrunk demo: five training runs and five judge networks, about 5 minutes
 def test_demo_runs_every_stage_and_writes_the_page_and_the_table(demo_run, tiny_dir):
     out, printed = demo_run
 

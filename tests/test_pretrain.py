@@ -79,6 +79,7 @@ def test_text_to_image_set_balances_the_emotions_so_rare_ones_are_drawn_as_often
     assert plain.files.count("a0") == 3
 
 
+@pytest.mark.slow  # trains the VAE on real emoji (~25 s)
 def test_vae_stage_raises_reconstruction_psnr_on_real_emoji(prepared, tmp_path):
     images, rows, tokens = read_prepared(prepared, SIZE)
     assert len(images) >= 12 and set(tokens) == {"twemoji", "openmoji"}
