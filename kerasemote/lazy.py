@@ -58,6 +58,13 @@ def aligned_empty(shape: Sequence[int], dtype: Any) -> np.ndarray:
     return raw[start : start + nbytes].view(dtype).reshape(shape)
 
 
+def aligned_copy(array: np.ndarray, dtype: Any) -> np.ndarray:
+    """``array`` cast to ``dtype`` into a fresh ``aligned_empty`` buffer (one copy)."""
+    out = aligned_empty(array.shape, dtype)
+    np.copyto(out, array, casting="unsafe")
+    return out
+
+
 def is_aligned(array: np.ndarray) -> bool:
     """Whether ``array`` is C-contiguous and starts on an ``ALIGNMENT``-byte boundary."""
     return array.flags.c_contiguous and array.ctypes.data % ALIGNMENT == 0
@@ -103,9 +110,7 @@ def to_tensor(value: Any, dtype: Any) -> Any:
             or not isinstance(array, np.ndarray) or not array.size):
         return keras.ops.cast(array, dtype)
     if not (fresh and array.dtype == want and is_aligned(array) and array.flags.writeable):
-        copy = aligned_empty(array.shape, want)
-        np.copyto(copy, array, casting="unsafe")
-        array = copy
+        array = aligned_copy(array, want)
     import tensorflow as tf
 
     return tf.experimental.dlpack.from_dlpack(array.__dlpack__())

@@ -14,7 +14,7 @@ import numpy as np
 
 from kerasemote.config import ModelConfig
 from kerasemote.convert import naming
-from kerasemote.lazy import LazyArray, aligned_empty, is_aligned
+from kerasemote.lazy import LazyArray, aligned_copy, is_aligned
 from kerasemote.weights import WeightFileError
 
 # diffusers component folder -> our parts that its weights fill.
@@ -73,9 +73,7 @@ def _converted(value: object, want: tuple[int, ...], entry: Entry, dtype: str) -
     array = naming.to_keras(entry.path, np.asarray(value).reshape(want), entry.shape)
     if fresh and array.dtype == dtype and is_aligned(array):
         return array
-    out = aligned_empty(array.shape, dtype)
-    np.copyto(out, array, casting="unsafe")
-    return out
+    return aligned_copy(array, dtype)
 
 
 def arrays_from_state(

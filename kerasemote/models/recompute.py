@@ -53,20 +53,20 @@ def recompute_scope(trained: Iterable[Any] | None) -> Iterator[None]:
         trained: the variables that get gradients (the strategy's trainable variables); every
             other variable a block reads is treated as frozen. None: blocks run plainly.
     """
-    previous = getattr(_state, "trained", None), getattr(_state, "training", False)
-    _state.trained = None if trained is None else _refs(trained)
-    _state.training = True
-    try:
+    with _training_pass(None if trained is None else _refs(trained)):
         yield
-    finally:
-        _state.trained, _state.training = previous
+
+
+def _recomputing() -> contextlib.AbstractContextManager:
+    """A block's recomputation: a training forward pass whose inner blocks run plainly."""
+    return _training_pass(None)
 
 
 @contextlib.contextmanager
-def _recomputing() -> Iterator[None]:
-    """A block's recomputation: a training forward pass whose inner blocks run plainly."""
+def _training_pass(trained: frozenset | None) -> Iterator[None]:
+    """This thread's calls are a training forward pass recomputing the blocks of ``trained`` (None: none)."""
     previous = getattr(_state, "trained", None), getattr(_state, "training", False)
-    _state.trained, _state.training = None, True
+    _state.trained, _state.training = trained, True
     try:
         yield
     finally:
