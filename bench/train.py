@@ -23,7 +23,8 @@ discarded (tracing, first allocations), then the median of ``--steps`` timed ste
     python bench/train.py --memory --sizes 512 --tasks lora --runs ours,ours-ckpt --keep /tmp/sd
 
 Prints seconds per step, ours / diffusers (lower is better for us), peak RSS. Our workers load a
-model directory converted once beforehand (in its own process), as ``kerasemote train`` does.
+model directory converted once beforehand (in its own process), as ``kerasemote train`` does, under the
+allocator the command line chooses (``TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1`` unless set otherwise).
 
 ``--memory``: sd-v1, batch 1, each size in ``--sizes``; for textual inversion and LoRA, ours
 without and with gradient checkpointing and diffusers' step, each in its own process (peak RSS
@@ -265,7 +266,11 @@ def run_worker(side: str, task: str, root: str, size: int, warm: int, steps: int
     command = [sys.executable, os.path.abspath(__file__), "--worker", side, "--task", task, "--root", root,
                "--size", str(size), "--warm", str(warm), "--steps", str(steps)] + ([] if cache else ["--no-cache"])
     command += ["--gradient-checkpointing"] if checkpointing else []
-    done = subprocess.run(command, capture_output=True, text=True)
+    # Ours under the allocator `kerasemote` commands choose (kerasemote.cli sets it unless the user did).
+    env = dict(os.environ)
+    if side == "ours":
+        env.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [l for l in done.stdout.splitlines() if l.startswith("{")]
     if done.returncode == -9:  # SIGKILL: the kernel's out-of-memory killer
         return {"killed": True}

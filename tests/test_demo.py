@@ -89,15 +89,18 @@ def test_demo_runs_every_stage_and_writes_the_page_and_the_table(demo_run, tiny_
     # One scored row each: four emotion prompts, four tokens, the concept without and with its LoRA, the four
     # sticker rows and the combined row; the style rows need all three vendors (only twemoji here): noted.
     rows = list(csv.DictReader((out / "success_rates.csv").open(encoding="utf-8")))
-    expected = prompt_rows("<broccoli>", lora=True) + sticker_rows()
+    expected = prompt_rows("<broccoli>", lora=True) + sticker_rows(DemoConfig().combined_alphas)
     assert [(r["name"], r["prompt"], r["kind"]) for r in rows] == [(e.name, e.prompts[0], e.kind) for e in expected]
     assert [r["kind"] for r in rows[8:10]] == ["concept", LORA_KIND]
     assert all(int(r["num_images"]) == 2 and float(r["spread"]) >= 0 for r in rows)
     assert [r["intended"] for r in rows[:4]] == list(EMOTION_PROMPTS)
     assert [r["intended"] for r in rows[8:10]] == ["broccoli", "broccoli"]
     assert [r["name"] for r in rows[10:]] == ["happy broccoli", "sad broccoli", "angry broccoli", "in love broccoli",
-                                              "combined happy broccoli"]
-    assert rows[-1]["intended"] == "happy broccoli" and rows[-1]["prompt"] == "a <happy> <broccoli-sticker> sticker"
+                                              "combined happy broccoli", "combined happy broccoli, alpha 0.3",
+                                              "combined happy broccoli, alpha 0.5",
+                                              "combined happy broccoli, alpha 0.7"]
+    assert rows[14]["intended"] == "happy broccoli" and rows[14]["prompt"] == "a <happy> <broccoli-sticker> sticker"
+    assert rows[15]["prompt"] == "a <broccoli-sticker+happy-0.3> sticker" and rows[15]["kind"] == "combined"
     assert rows[9]["emotion_rate"] == "" and all(r["emotion_rate"] for r in rows[:8])
     assert rows[9]["folder"] != rows[8]["folder"] and rows[9]["folder"].endswith("LoRA")
     scores = json.loads((out / "success_rates.json").read_text())

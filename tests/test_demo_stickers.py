@@ -87,3 +87,42 @@ def test_row_spread_is_zero_for_copies_and_large_for_different_images():
     assert row_spread(rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)) > 50
     with pytest.raises(ValueError, match="at least 2 images"):
         row_spread(one[None])
+
+
+def test_combined_tokens_mix_the_body_and_the_face_token_by_their_share(tiny_model_path):
+    from kerasemote.data.emotions import EMOTION_TOKENS
+    from kerasemote.demo.spec import BODY_TOKEN, COMBINED_KIND
+    from kerasemote.demo.stickers import add_combined_tokens, combined_token, sticker_rows
+    from kerasemote.interpolate import slerp
+    from kerasemote.model import StableDiffusion
+
+    model = StableDiffusion.load(tiny_model_path)
+    rng = np.random.default_rng(0)
+    width = model.config.text_width
+    body, face = rng.normal(size=(1, width)), rng.normal(size=(1, width))
+    model.add_placeholder(BODY_TOKEN, 1, init=body.astype("float32"))
+    model.add_placeholder(EMOTION_TOKENS["happy"], 1, init=face.astype("float32"))
+
+    tokens = add_combined_tokens(model, (0.0, 0.3, 1.0))
+    assert tokens == [combined_token(a) for a in (0.0, 0.3, 1.0)] == ["<broccoli-sticker+happy-0>",
+                                                                      "<broccoli-sticker+happy-0.3>",
+                                                                      "<broccoli-sticker+happy-1>"]
+    rows = [np.asarray(model.placeholder_rows(t)) for t in tokens]
+    np.testing.assert_allclose(rows[0], body, atol=1e-5)  # alpha 0: the body alone, 1: the face alone
+    np.testing.assert_allclose(rows[2], face, atol=1e-5)
+    np.testing.assert_allclose(rows[1], slerp(body, face, 0.3), atol=1e-5)
+    assert not np.allclose(rows[1], rows[0], atol=1e-2) and not np.allclose(rows[1], rows[2], atol=1e-2)
+
+    mixed = sticker_rows((0.3,))[-1]  # the share's row: the mixed token's sticker, judged as a happy broccoli
+    assert (mixed.name, mixed.prompts, mixed.kind, mixed.intended) == (
+        "combined happy broccoli, alpha 0.3", ("a <broccoli-sticker+happy-0.3> sticker",), COMBINED_KIND,
+        "happy broccoli")
+    assert [r.name for r in sticker_rows()][-1] == "combined happy broccoli"  # no shares: no mixed rows
+
+
+def test_a_combined_share_outside_0_to_1_is_refused():
+    from kerasemote.demo import DemoConfig
+
+    with pytest.raises(ValueError, match="combined_alpha must be in 0..1"):
+        DemoConfig(combined_alphas=(0.3, 1.5))
+    assert DemoConfig(combined_alphas=[0.3]).combined_alphas == (0.3,)

@@ -47,8 +47,8 @@ from kerasemote.demo.scoring import draw_rows, sample_grid, score_prompts
 from kerasemote.demo.sets import concept_images, count_names, emotion_images, open_sources
 from kerasemote.demo.spec import (BODY_TOKEN, COMBINED_KIND, CONCEPT_LORA_TARGETS, LORA_KIND, STAGES,
                                   STICKER_KIND, DemoConfig, concept_slug, generate_kwargs, prompt_rows)
-from kerasemote.demo.stickers import (NEUTRAL, STICKER_JUDGE, STICKER_TOKENS, sticker_judge_for_run, sticker_rows,
-                                      sticker_set)
+from kerasemote.demo.stickers import (NEUTRAL, STICKER_JUDGE, STICKER_TOKENS, add_combined_tokens,
+                                      sticker_judge_for_run, sticker_rows, sticker_set)
 from kerasemote.demo.styles import style_judge_for_run, style_rows
 
 
@@ -98,7 +98,9 @@ def run_demo(out_dir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
         if config.sticker_lora_steps:
             models[STICKER_KIND] = models[COMBINED_KIND] = _learn_sticker_lora(stickers, out_dir, config, result,
                                                                                 log)
-    rows = prompt_rows(config.concept_token, lora=LORA_KIND in models) + sticker_rows() + style_rows()
+    add_combined_tokens(models.get(COMBINED_KIND, model), config.combined_alphas)
+    rows = (prompt_rows(config.concept_token, lora=LORA_KIND in models) + sticker_rows(config.combined_alphas)
+            + style_rows())
     with clock.stage("generations"):
         drawn = draw_rows(models, rows, config, out_dir)
         path = sample_grid(drawn, rows, config, os.path.join(out_dir, "samples.png"))

@@ -96,6 +96,8 @@ class DemoConfig:
         guidance: classifier-free guidance scale.
         mix_with: the emotion the concept is interpolated towards.
         mix_points: fractions in the interpolation sweep.
+        combined_alphas: shares of the ``<happy>`` face token mixed (slerp) into the faceless
+            ``<broccoli-sticker>`` token; each is one more scored row, drawn by the stickers' model.
         classifier: a trained classifier folder to use instead of training one.
         classifier_epochs: epochs of each of the judge's ResNet-50s (trained from scratch).
         judge_size: the judges' input side (generations are resized to it).
@@ -153,6 +155,9 @@ class DemoConfig:
     guidance: float = _opt(7.0, "guidance scale")
     mix_with: str = _opt("happy", "emotion the concept is interpolated towards", choices=tuple(EMOTION_PROMPTS))
     mix_points: int = _opt(5, "fractions in the interpolation sweep", option=False)
+    combined_alphas: tuple[float, ...] = _opt((0.3, 0.5, 0.7), "shares of the <happy> face token mixed into the "
+                                              "faceless <broccoli-sticker> token, comma-separated: one scored row "
+                                              "each (0.3 mixes 3 parts face with 7 parts body)", metavar="ALPHAS")
     classifier: str | None = _opt(None, "a judge folder to use instead of training one: OUT/classifier of an "
                                         "earlier demo, or one written by kerasemote classify train")
     classifier_epochs: int = _opt(12, "epochs of each of the judge's ResNet-50s")
@@ -175,6 +180,7 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sources", tuple(self.sources))
+        object.__setattr__(self, "combined_alphas", tuple(float(a) for a in self.combined_alphas))
         checks = [
             (self.data is not None or bool(self.sources), "give at least one source, or a prepared --data folder"),
             (1 <= self.max_concept_images <= 5, "max_concept_images must be in 1..5"),
@@ -188,6 +194,7 @@ class DemoConfig:
             (self.samples >= 1 and self.sample_steps >= 1, "samples and sample_steps must be >= 1"),
             (self.num_images >= 1, "num_images must be >= 1"),
             (self.mix_points >= 2, "mix_points must be >= 2"),
+            (all(0.0 <= a <= 1.0 for a in self.combined_alphas), "every combined_alpha must be in 0..1"),
             (self.classifier is not None or self.classifier_epochs >= 1, "classifier_epochs must be >= 1"),
             (self.judge_members >= 1, "judge_members must be >= 1"),
             (self.judge_faces is None or self.judge_faces >= 1, "judge_faces must be >= 1 (or None: all)"),

@@ -45,15 +45,39 @@ def sticker_class(label: str) -> str:
     return f"{label}{STICKER_SUFFIX}"
 
 
-def sticker_rows() -> list[Row]:
-    """One row per emotion, ``a <happy-broccoli> sticker``..., and the combined row: the faceless body
-    token and the emotion face token in one prompt (``a <happy> <broccoli-sticker> sticker``)."""
+def sticker_rows(alphas: Sequence[float] = ()) -> list[Row]:
+    """One row per emotion, ``a <happy-broccoli> sticker``..., the combined row (the faceless body token and
+    the emotion face token in one prompt: ``a <happy> <broccoli-sticker> sticker``) and one row per mixing
+    share in ``alphas`` (the two tokens mixed into one, :func:`combined_token`; see
+    :func:`add_combined_tokens`)."""
     rows = [Row(sticker_class(label), (STICKER_PROMPT.format(STICKER_TOKENS[label]),), STICKER_KIND,
                 sticker_class(label), judge=STICKER_JUDGE) for label in EMOTIONS]
     combined = STICKER_PROMPT.format(f"{EMOTION_TOKENS[COMBINED_EMOTION]} {BODY_TOKEN}")
-    rows.append(Row(f"combined {sticker_class(COMBINED_EMOTION)}", (combined,), COMBINED_KIND,
-                    sticker_class(COMBINED_EMOTION), judge=STICKER_JUDGE))
+    name = f"combined {sticker_class(COMBINED_EMOTION)}"
+    rows.append(Row(name, (combined,), COMBINED_KIND, sticker_class(COMBINED_EMOTION), judge=STICKER_JUDGE))
+    rows += [Row(f"{name}, alpha {alpha:g}", (STICKER_PROMPT.format(combined_token(alpha)),), COMBINED_KIND,
+                 sticker_class(COMBINED_EMOTION), judge=STICKER_JUDGE) for alpha in alphas]
     return rows
+
+
+def combined_token(alpha: float) -> str:
+    """The token that mixes the face token into the body token with share ``alpha`` of the face:
+    ``<broccoli-sticker+happy-0.3>``."""
+    return f"<{BODY_TOKEN.strip('<>')}+{emotion_slug(COMBINED_EMOTION)}-{alpha:g}>"
+
+
+def add_combined_tokens(model, alphas: Sequence[float]) -> list[str]:
+    """Add :func:`combined_token` for each share in ``alphas`` to ``model``: slerp of the faceless body token
+    (share ``1 - alpha``) and the ``<happy>`` face token (share ``alpha``), the seed's "30 % emoji, 70 %
+    broccoli" at ``alpha = 0.3``. Both tokens must already be in the model.
+
+    Returns:
+        The new tokens, in the order of ``alphas``.
+    """
+    from kerasemote.interpolate import add_mixed_token
+
+    return [add_mixed_token(model, BODY_TOKEN, EMOTION_TOKENS[COMBINED_EMOTION], alpha, name=combined_token(alpha))
+            for alpha in alphas]
 
 
 def sticker_judge_for_run(sticker_dir: str, other_dir: str, out_dir: str, config, result, log, networks=None):

@@ -32,6 +32,8 @@ BORDER_DARK = 0.014
 MARGIN = 0.02  # blank paper between the sticker's dark line and the image edge
 BORDER_DARK_COLOR = (70, 70, 70)
 ANGRY_RED = (232, 30, 25)
+FRONT = (0.27, 0.30)  # radius of the front floret that carries the face, as a fraction of the side
+FACE_SCALE = 1.25  # the face's unit, in front-floret radii
 # The casts over the florets: (colour, range of the blend amount, outline colour). Angry broccoli is red,
 # sad broccoli is blue ("feeling blue"): at 64 px a sad face's brows and tears are a few pixels, and without
 # the blue a small model drew sad stickers that no one could tell from faceless ones.
@@ -133,7 +135,7 @@ def draw_broccoli(rng: np.random.Generator, face: str | None, side: int) -> Imag
         color, (low, high), line = EMOTION_TINTS[face]
         greens = greens.tinted(color, rng.uniform(low, high), line=line)
     cx, cy = 0.5, 0.42
-    front = rng.uniform(0.19, 0.22) * s  # radius of the front floret that carries the face
+    front = rng.uniform(*FRONT) * s
     stretch_x, stretch_y = rng.uniform(0.95, 1.2), rng.uniform(0.85, 1.05)
 
     _stalk(pen, rng, cx, cy + 0.75 * front, s, greens)
@@ -155,7 +157,7 @@ def draw_broccoli(rng: np.random.Generator, face: str | None, side: int) -> Imag
         pen.circle(cx + 0.8 * front * math.cos(angle), cy + 0.8 * front * math.sin(angle),
                    rng.uniform(0.1, 0.16) * front, greens.light if k % 2 else greens.dark)
     if face is not None:
-        FACES[face](pen, FaceBox(cx, cy + 0.2 * front, front), rng)
+        FACES[face](pen, FaceBox(cx, cy + 0.2 * front, FACE_SCALE * front), rng)
 
     if rng.random() < 0.5:
         layer = layer.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
