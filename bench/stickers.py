@@ -7,7 +7,8 @@
    ``other`` class), both at ``--size`` px, prepared under ``--out`` (no system font needed);
 2. judge: a ResNet-50 from scratch on the sticker train split (happy, sad, angry, in love,
    neutral) and ``--other`` Twemoji that are not broccoli; its accuracy per class on the held-out
-   test split (at least 20 images a class) is printed and saved;
+   test split (at least 20 images a class) is printed and saved, and its accuracy on the same images after
+   a round trip through the model's autoencoder (what every generation passes through);
 3. tokens: ``<happy-broccoli>`` ``<sad-broccoli>`` ``<angry-broccoli>`` ``<in-love-broccoli>``
    learned at once by textual inversion from ``--per-emotion`` training stickers each;
 4. LoRA: adapters on top of the tokens, same stickers, in a second copy of the model;
@@ -65,6 +66,16 @@ def train_judge(sticker_dir: str, emoji_dir: str, args) -> tuple[object, dict]:
              "accuracy": report.accuracy,
              "per_class_recall": {m.name: round(m.recall, 3) for m in report.per_class}}
     return classifier, facts
+
+
+def round_trip_accuracy(classifier, sticker_dir: str, emoji_dir: str, model, args) -> float:
+    """The judge's accuracy on the held-out stickers after a round trip through ``model``'s autoencoder: a
+    judge that read the decoder's blur as a class (a faceless blur as "happy") would fall here."""
+    test_set = sticker_judge_set(sticker_dir, emoji_dir, args.size, ("test",), other=40)
+    decoded = np.concatenate([model.decode_latents(model.encode_images(test_set.images[i:i + 64], seed=args.seed))
+                              for i in range(0, len(test_set.images), 64)])  # (N, S, S, 3)
+    return clf.evaluate_classifier(classifier, clf.LabelledImages(decoded, test_set.labels, test_set.class_names,
+                                                                  test_set.sources)).accuracy
 
 
 def score_row(model, classifier, label: str, kind: str, args, row: int) -> dict:
@@ -142,6 +153,8 @@ def main() -> None:
     else:
         train(model, TextualInversion(dict(STICKER_TOKENS), init=init), stickers, settings, ti_dir)
     timings["textual inversion"] = time.perf_counter() - start
+    judge["round_trip_accuracy"] = round_trip_accuracy(classifier, sticker_dir, emoji_dir, model, args)
+    print(f"judge: held-out accuracy {judge['round_trip_accuracy']:.1%} after the autoencoder's round trip")
     models = {"ti": model}
     if args.lora_steps:
         from kerasemote.embeddings import load_embeddings
