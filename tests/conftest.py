@@ -25,3 +25,15 @@ def tiny_model_path(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("tiny-model") / "model")
     StableDiffusion.random("tiny", seed=0).save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def small_model_path(tmp_path_factory) -> str:
+    """One random model of the ``small`` test configuration (seed 0) for the whole session: loaded, never changed."""
+    from small_model import SMALL
+
+    from kerasemote.model import StableDiffusion
+
+    path = str(tmp_path_factory.mktemp("small-model") / "model")
+    StableDiffusion.random(SMALL, seed=0).save(path)
+    return path

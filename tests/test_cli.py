@@ -18,6 +18,21 @@ def model_dir(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def loaded(model_dir):
+    """The model in ``model_dir``, loaded once for the tests that run ``generate`` on it again and again."""
+    from kerasemote.model import StableDiffusion
+
+    return StableDiffusion.load(str(model_dir))
+
+
+@pytest.fixture
+def loaded_once(loaded, monkeypatch):
+    """``generate`` takes the model loaded once (its graphs traced once) instead of reading the folder on every
+    call; test_generate_writes_one_png_per_image_and_a_grid runs the command's own load."""
+    monkeypatch.setattr("kerasemote.cli.generate.load_model_from_args", lambda args: loaded)
+
+
 def test_init_model_writes_a_model_directory(model_dir):
     manifest = json.loads((model_dir / "config.json").read_text())
     assert manifest["config"]["name"] == "tiny" and manifest["init_seed"] == 3
@@ -34,7 +49,7 @@ def test_generate_writes_one_png_per_image_and_a_grid(model_dir, tmp_path):
     assert Image.open(out / "image_001.png").size == (32, 32)
 
 
-def test_generate_from_init_noise_is_reproducible(model_dir, tmp_path):
+def test_generate_from_init_noise_is_reproducible(model_dir, loaded_once, tmp_path):
     noise = np.random.default_rng(0).standard_normal((1, 8, 8, 4)).astype("float32")
     np.save(tmp_path / "noise.npy", noise)
     for name in ("a", "b"):
@@ -46,7 +61,7 @@ def test_generate_from_init_noise_is_reproducible(model_dir, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
-def test_wrong_init_noise_shape_is_a_clear_error(model_dir, tmp_path, capsys):
+def test_wrong_init_noise_shape_is_a_clear_error(model_dir, loaded_once, tmp_path, capsys):
     np.save(tmp_path / "noise.npy", np.zeros((1, 8, 8, 3), "float32"))
     code = main(["generate", "x", "--model", str(model_dir), "--steps", "1", "--init-noise",
                  str(tmp_path / "noise.npy"), "--out", str(tmp_path / "o")])

@@ -5,6 +5,7 @@ import json
 import keras
 import numpy as np
 import pytest
+from small_model import SMALL
 
 from kerasemote.classification import Classifier, concept_label, evaluate_concepts, save_classifier
 from kerasemote.model import StableDiffusion
@@ -33,9 +34,9 @@ def test_concepts_find_their_class_by_name():
 
 
 def test_evaluate_concepts_scores_every_generated_image(classifier, tmp_path):
-    model = StableDiffusion.random("tiny", seed=0)
+    model = StableDiffusion.random(SMALL, seed=0)
     report = evaluate_concepts(model, classifier, "a {} emoji", ["happy", "<in-love>"], num_images=3,
-                               batch_size=2, out_dir=str(tmp_path), steps=1, height=32, width=32,
+                               batch_size=2, out_dir=str(tmp_path), steps=1, height=16, width=16,
                                labels=["happy", "in love"])
     assert [c.num_images for c in report.concepts] == [3, 3]
     # The success counts agree with the classifier's own verdict on the written images.
@@ -54,11 +55,11 @@ def test_evaluate_concepts_scores_every_generated_image(classifier, tmp_path):
     assert "happy" in report.format_table()
 
 
-def test_evaluate_concepts_command(classifier, tmp_path, tiny_model_path):
+def test_evaluate_concepts_command(classifier, tmp_path, small_model_path):
     from kerasemote.cli import main
 
     save_classifier(classifier, tmp_path / "clf")
-    code = main(["evaluate-concepts", "--model", tiny_model_path, "--classifier", str(tmp_path / "clf"),
-                 "--concepts", "happy", "in love", "--n", "2", "--steps", "1", "--height", "32", "--width", "32",
+    code = main(["evaluate-concepts", "--model", small_model_path, "--classifier", str(tmp_path / "clf"),
+                 "--concepts", "happy", "in love", "--n", "2", "--steps", "1", "--height", "16", "--width", "16",
                  "--out", str(tmp_path / "out")])
     assert code == 0 and (tmp_path / "out" / "predictions.csv").exists()

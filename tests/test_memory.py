@@ -7,13 +7,14 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
+from small_model import SMALL
 
 from kerasemote.model import StableDiffusion
 from kerasemote.models import recompute
 from kerasemote.training import LoRA, TextualInversion, TrainConfig
 from kerasemote.training.step import TrainStep
 
-SIZE = 32  # the tiny VAE downsamples 4x: 8x8 latents
+SIZE = 16  # the small model's VAE downsamples 2x: 8x8 latents
 
 
 def step_gradients(model, strategy, checkpointing: bool) -> tuple[float, list[np.ndarray]]:
@@ -47,7 +48,7 @@ def assert_same_gradients(plain, checkpointed) -> None:
 
 
 def test_gradient_checkpointing_gives_the_lora_gradients_of_the_plain_step():
-    model = StableDiffusion.random("tiny", seed=0)
+    model = StableDiffusion.random(SMALL, seed=0)
     strategy = LoRA(rank=2, targets=["attention", "convs", "text"])
     strategy.prepare(model)
     rng = np.random.default_rng(2)
@@ -59,7 +60,7 @@ def test_gradient_checkpointing_gives_the_lora_gradients_of_the_plain_step():
 
 @pytest.mark.slow  # ~20 s; the LoRA test above covers the same paths (text-encoder and UNet inputs) in the fast suite
 def test_gradient_checkpointing_gives_the_textual_inversion_gradients_of_the_plain_step():
-    model = StableDiffusion.random("tiny", seed=0)
+    model = StableDiffusion.random(SMALL, seed=0)
     strategy = TextualInversion({"emoji": "<e>"}, init="face")
     strategy.prepare(model)
     assert_same_gradients(step_gradients(model, strategy, False), step_gradients(model, strategy, True))
@@ -131,8 +132,8 @@ def test_lean_training_attention_in_float16_follows_the_float32_result(monkeypat
 
 
 def lora_model(targets) -> tuple[StableDiffusion, list]:
-    """A tiny model with LoRA on ``targets`` and non-zero A and B (B starts at zero)."""
-    model = StableDiffusion.random("tiny", seed=0)
+    """A small model with LoRA on ``targets`` and non-zero A and B (B starts at zero)."""
+    model = StableDiffusion.random(SMALL, seed=0)
     strategy = LoRA(rank=2, alpha=3.0, targets=targets)
     strategy.prepare(model)
     rng = np.random.default_rng(2)
@@ -168,6 +169,7 @@ def test_lora_layers_multiply_by_the_factors_with_keras_merged_outputs_and_gradi
             np.testing.assert_allclose(ours, merged, rtol=1e-5, atol=1e-5 * float(np.abs(merged).max()))
 
 
+@pytest.mark.slow  # ~20 s; tests/test_training.py checks the same on the LoRA file a training run writes
 def test_a_saved_lora_file_applied_to_a_fresh_model_gives_the_training_models_outputs(tmp_path):
     from kerasemote.lora_files import apply_lora, lora_from_model, read_lora, save_lora
 
@@ -175,7 +177,7 @@ def test_a_saved_lora_file_applied_to_a_fresh_model_gives_the_training_models_ou
     lora = read_lora(save_lora(str(tmp_path / "lora.npz"), lora_from_model(model, ["attention", "convs"])))
     assert sorted(lora.arrays) == sorted(v.path for v in variables)  # keyed by Keras' variable paths
     assert all(p.endswith(("/lora_kernel_a", "/lora_kernel_b")) for p in lora.arrays)
-    merged = StableDiffusion.random("tiny", seed=0)
+    merged = StableDiffusion.random(SMALL, seed=0)
     apply_lora(merged, lora)
     rng = np.random.default_rng(4)
     x = rng.standard_normal((1, 8, 8, model.config.latent_channels)).astype("float32")
