@@ -24,6 +24,7 @@ from keras import ops
 from kerasemote import model_dir, pipeline, weights
 from kerasemote.config import ModelConfig, get_config
 from kerasemote.model_dir import FORMAT, FORMAT_VERSION, PARTS  # noqa: F401  (FORMAT* re-exported)
+from kerasemote.models.skip_init import skip_random_init
 from kerasemote.models.text_encoder import TextEncoder
 from kerasemote.models.unet import UNet
 from kerasemote.models.vae import VAEDecoder, VAEEncoder, latent_distribution
@@ -261,7 +262,8 @@ class StableDiffusion:
         with model_dir.reading(directory) as found:
             config = ModelConfig.from_dict(found.manifest.get("config"), source=found.config_file, field="config")
             tokenizer = Tokenizer.from_dict(found.manifest.get("tokenizer", {}), source=found.config_file)
-            model = cls(config, tokenizer)
+            with skip_random_init():  # every variable is assigned below (a missing key is an error)
+                model = cls(config, tokenizer)
             for part in PARTS:
                 with found.lazy(part) as arrays:  # one tensor in memory at a time beside the model
                     weights.assign_arrays(model.parts[part], arrays, found.files[part])

@@ -44,7 +44,21 @@ def group_norm(groups: int, epsilon: float, name: str) -> keras.layers.GroupNorm
     return keras.layers.GroupNormalization(groups=groups, epsilon=epsilon, name=name)
 
 
-class ResnetBlock(keras.layers.Layer):
+class Composite(keras.layers.Layer):
+    """A layer made only of sublayers, which build on its first call, inside its name scope.
+
+    Keras builds a layer without a ``build`` method by tracing its ``call`` symbolically, and
+    traces every such layer nested in it once more inside that trace, which costs several times
+    an eager call. A composite's sublayers are Keras layers that build themselves from the first
+    shapes they see, so one eager call on small zeros (``build_with_dummy``) creates every
+    variable, with the same paths, shapes and order as a traced build.
+    """
+
+    def build(self, *args, **kwargs):
+        self.built = True
+
+
+class ResnetBlock(Composite):
     """GroupNorm-SiLU-Conv twice, with an optional timestep embedding added in between.
 
     Args:
@@ -218,7 +232,7 @@ def _attend_lean(q, k, v, rows: int):
     return attend(q, k, v)
 
 
-class Attention(keras.layers.Layer):
+class Attention(Composite):
     """Multi-head (cross-)attention with diffusers' ``to_q/to_k/to_v/to_out.0`` layout."""
 
     def __init__(self, channels: int, num_heads: int, qkv_bias: bool = False, **kwargs):
@@ -235,7 +249,7 @@ class Attention(keras.layers.Layer):
         return self.to_out(out)
 
 
-class VAEAttentionBlock(keras.layers.Layer):
+class VAEAttentionBlock(Composite):
     """Single-head spatial self-attention of the VAE mid block (diffusers names)."""
 
     def __init__(self, channels: int, groups: int, epsilon: float, **kwargs):
@@ -257,7 +271,7 @@ def gelu(x, approximate: bool):
     return ops.gelu(x, approximate=approximate)
 
 
-class GEGLUFeedForward(keras.layers.Layer):
+class GEGLUFeedForward(Composite):
     """Gated-GELU MLP of the SD transformer block (``ff.net.0.proj`` and ``ff.net.2``)."""
 
     def __init__(self, channels: int, approximate_gelu: bool = False, **kwargs):
@@ -273,7 +287,7 @@ class GEGLUFeedForward(keras.layers.Layer):
         return self.out(hidden * gelu(gate, self.approximate_gelu))
 
 
-class BasicTransformerBlock(keras.layers.Layer):
+class BasicTransformerBlock(Composite):
     """Self-attention, cross-attention to the prompt, GEGLU MLP; pre-LayerNorm residuals."""
 
     def __init__(self, channels: int, num_heads: int, approximate_gelu: bool = False, **kwargs):
@@ -291,7 +305,7 @@ class BasicTransformerBlock(keras.layers.Layer):
         return x + self.ff(self.norm3(x))
 
 
-class SpatialTransformer(keras.layers.Layer):
+class SpatialTransformer(Composite):
     """GroupNorm, 1x1 conv in, transformer blocks over H*W tokens, 1x1 conv out, residual."""
 
     def __init__(
@@ -323,7 +337,7 @@ class SpatialTransformer(keras.layers.Layer):
         return x + self.proj_out(h)
 
 
-class Downsample(keras.layers.Layer):
+class Downsample(Composite):
     """Stride-2 3x3 convolution.
 
     Args:
@@ -340,7 +354,7 @@ class Downsample(keras.layers.Layer):
         return self.conv(pad(x, 0, 1) if self.asymmetric else pad(x, 1))
 
 
-class Upsample(keras.layers.Layer):
+class Upsample(Composite):
     """Nearest-neighbour 2x upsampling followed by a 3x3 convolution."""
 
     def __init__(self, channels: int, **kwargs):

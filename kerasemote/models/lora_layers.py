@@ -9,7 +9,8 @@ small ``x A`` beyond what the frozen layer keeps.
 
 Everything else is Keras' own: ``enable_lora`` adds the same ``lora_kernel_a`` and
 ``lora_kernel_b`` variables (their paths, LoRA files and merged saves do not change), and a
-layer without LoRA runs Keras' ``call``.
+layer without LoRA runs Keras' ``call``. Inside ``skip_init.skip_random_init()`` (a part built
+to be loaded) their variables start at zeros instead of random draws.
 """
 
 from __future__ import annotations
@@ -17,9 +18,14 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from kerasemote.models import skip_init
+
 
 class Dense(keras.layers.Dense):
     """``keras.layers.Dense``; with LoRA enabled, ``x W + s (x A) B`` instead of ``x (W + s A B)``."""
+
+    def add_weight(self, *args, initializer=None, **kwargs):
+        return super().add_weight(*args, initializer=skip_init.initializer(initializer), **kwargs)
 
     def call(self, inputs, training=None):
         if not self.lora_enabled or self.quantization_mode is not None:
@@ -36,6 +42,9 @@ class Dense(keras.layers.Dense):
 
 class Conv2D(keras.layers.Conv2D):
     """``keras.layers.Conv2D``; with LoRA enabled, ``conv(x, W) + s conv(x, A) B`` (channels last)."""
+
+    def add_weight(self, *args, initializer=None, **kwargs):
+        return super().add_weight(*args, initializer=skip_init.initializer(initializer), **kwargs)
 
     def call(self, inputs):
         if not self.lora_enabled or self.data_format != "channels_last" or self.groups != 1:

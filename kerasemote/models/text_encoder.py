@@ -15,6 +15,8 @@ import numpy as np
 from keras import ops
 
 from kerasemote.config import ModelConfig
+from kerasemote.models import skip_init
+from kerasemote.models.layers import Composite
 from kerasemote.models.lora_layers import Dense
 from kerasemote.models.recompute import checkpointed
 
@@ -37,7 +39,7 @@ class TokenEmbedding(keras.layers.Layer):
     def build(self, input_shape=None):
         self.embeddings = self.add_weight(
             shape=(self.vocab_size, self.width),
-            initializer=keras.initializers.RandomNormal(stddev=0.02),
+            initializer=skip_init.initializer(keras.initializers.RandomNormal(stddev=0.02)),
             name="embeddings",
         )
         self.extra_embeddings = None
@@ -65,7 +67,7 @@ class TokenEmbedding(keras.layers.Layer):
         return ops.where((ids >= self.vocab_size)[..., None], extra, base)
 
 
-class _Embeddings(keras.layers.Layer):
+class _Embeddings(Composite):
     def __init__(self, config: ModelConfig, num_extra: int, **kwargs):
         super().__init__(**kwargs)
         self.token_embedding = TokenEmbedding(
@@ -87,7 +89,7 @@ def quick_gelu(x):
     return x * ops.sigmoid(1.702 * x)
 
 
-class CLIPAttention(keras.layers.Layer):
+class CLIPAttention(Composite):
     def __init__(self, width: int, num_heads: int, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = num_heads
@@ -111,7 +113,7 @@ class CLIPAttention(keras.layers.Layer):
         return self.out_proj(ops.reshape(out, (batch, length, width)))
 
 
-class CLIPMLP(keras.layers.Layer):
+class CLIPMLP(Composite):
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
         self.fc1 = Dense(config.text_intermediate, name="fc1")
@@ -121,7 +123,7 @@ class CLIPMLP(keras.layers.Layer):
         return self.fc2(quick_gelu(self.fc1(x)))
 
 
-class CLIPEncoderLayer(keras.layers.Layer):
+class CLIPEncoderLayer(Composite):
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
         self.layer_norm1 = keras.layers.LayerNormalization(epsilon=1e-5, name="layer_norm1")
@@ -134,7 +136,7 @@ class CLIPEncoderLayer(keras.layers.Layer):
         return x + self.mlp(self.layer_norm2(x))
 
 
-class _TextModel(keras.layers.Layer):
+class _TextModel(Composite):
     def __init__(self, config: ModelConfig, num_extra: int, **kwargs):
         super().__init__(**kwargs)
         self.embeddings = _Embeddings(config, num_extra, name="embeddings")
@@ -167,6 +169,7 @@ class TextEncoder(keras.Model):
         super().__init__(name=name, **kwargs)
         self.config = config
         self.num_extra_tokens = num_extra_tokens
+        self.built = True  # sublayers build on the first call, eagerly (see build_with_dummy)
         self.text_model = _TextModel(config, num_extra_tokens, name="text_model")
 
     @property
@@ -194,7 +197,8 @@ class TextEncoder(keras.Model):
             raise ValueError(
                 f"extra token rows must have shape (N, {self.config.text_width}), got {extra_rows.shape}."
             )
-        new = TextEncoder(self.config, len(extra_rows), name=self.name).build_with_dummy()
+        with skip_init.skip_random_init():  # every variable is assigned below
+            new = TextEncoder(self.config, len(extra_rows), name=self.name).build_with_dummy()
         old = {v.path: v for v in self.weights}
         for var in new.weights:
             if var.path in old and old[var.path].shape == var.shape:

@@ -16,6 +16,7 @@ from keras import ops
 
 from kerasemote.config import ModelConfig
 from kerasemote.models.layers import (
+    Composite,
     Downsample,
     ResnetBlock,
     SpatialTransformer,
@@ -37,7 +38,7 @@ def timestep_embedding(timesteps, dim: int, max_period: float = 10000.0):
     return ops.concatenate([ops.cos(args), ops.sin(args)], axis=-1)
 
 
-class TimestepEmbedding(keras.layers.Layer):
+class TimestepEmbedding(Composite):
     def __init__(self, dim: int, **kwargs):
         super().__init__(**kwargs)
         self.linear_1 = keras.layers.Dense(dim, name="linear_1")
@@ -47,16 +48,7 @@ class TimestepEmbedding(keras.layers.Layer):
         return self.linear_2(ops.silu(self.linear_1(x)))
 
 
-class _Container(keras.layers.Layer):
-    """A named group of sublayers; its sublayers are built inside its name scope."""
-
-    def build(self, *args, **kwargs):
-        # Sublayers build lazily on the first call, inside this layer's scope, which
-        # gives the variable paths their ``down_blocks.i/...`` prefix.
-        self.built = True
-
-
-class _DownLevel(_Container):
+class _DownLevel(Composite):
     def __init__(self, resnets, attentions, resampler=None, **kwargs):
         super().__init__(**kwargs)
         self.resnets = resnets
@@ -115,7 +107,7 @@ class UNet(keras.Model):
     def __init__(self, config: ModelConfig, name: str = "unet", **kwargs):
         super().__init__(name=name, **kwargs)
         self.config = config
-        self.built = True  # sublayers build on the first call (see build_with_dummy)
+        self.built = True  # sublayers build on the first call, eagerly (see build_with_dummy)
         c = config
         levels = len(c.unet_channels)
         block = dict(groups=c.norm_groups, epsilon=c.unet_norm_eps)

@@ -14,6 +14,7 @@ from keras import ops
 
 from kerasemote.config import ModelConfig
 from kerasemote.models.layers import (
+    Composite,
     Downsample,
     ResnetBlock,
     Upsample,
@@ -24,7 +25,7 @@ from kerasemote.models.layers import (
 )
 
 
-class _Block(keras.layers.Layer):
+class _Block(Composite):
     """Resnets, then an optional attention (mid block) or resampler (up/down block)."""
 
     def __init__(self, resnets, resampler=None, attentions=(), **kwargs):
@@ -32,9 +33,6 @@ class _Block(keras.layers.Layer):
         self.resnets = list(resnets)
         self.attentions = list(attentions)
         self.resampler = resampler
-
-    def build(self, *args, **kwargs):
-        self.built = True  # sublayers build on the first call, inside this scope
 
     def call(self, x):
         if self.attentions:  # mid block: resnet, attention, resnet
