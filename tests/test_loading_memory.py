@@ -84,3 +84,31 @@ def test_cli_picks_the_system_allocator_before_tensorflow_starts_unless_the_user
     code = "import os, sys, kerasemote.cli; print('tensorflow' in sys.modules, os.environ['TF_ONEDNN_USE_SYSTEM_ALLOCATOR'])"
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", expected]
+
+
+def test_a_converted_checkpoint_builds_its_model_without_random_draws_and_fills_every_variable(tmp_path,
+                                                                                               monkeypatch):
+    from kerasemote.convert import convert_checkpoint
+    from kerasemote.model import StableDiffusion
+    from kerasemote.models import skip_init
+
+    rng = np.random.default_rng(2)
+    arrays = {
+        part: {path: rng.standard_normal(shape).astype("float32") for path, shape in naming.variable_shapes(TINY, part).items()}
+        for part in naming.PARTS
+    }
+    export_single_file(arrays, TINY, tmp_path / "tiny.safetensors")
+    built_skipping = []
+    build = StableDiffusion.__init__
+
+    def spy(self, *args, **kwargs):
+        built_skipping.append(skip_init.initializer("random") == "zeros")
+        build(self, *args, **kwargs)
+
+    monkeypatch.setattr(StableDiffusion, "__init__", spy)
+    model = convert_checkpoint(str(tmp_path / "tiny.safetensors"))
+    assert built_skipping == [True]  # the random draws would be overwritten at once
+    for part, values in arrays.items():
+        variables = {v.path: v for v in model.parts[part].weights}
+        for key, want in values.items():
+            np.testing.assert_array_equal(np.asarray(variables[key]), want, err_msg=key)

@@ -72,7 +72,10 @@ def convert_checkpoint(src: str):
     missing = [part for part in PARTS if part not in arrays]
     if missing:
         raise ValueError(f"{src}: the checkpoint lacks {', '.join(missing)}; a model needs all of {PARTS}.")
-    model = StableDiffusion(config)
+    from kerasemote.models.skip_init import skip_random_init
+
+    with skip_random_init():  # every variable is assigned next (a missing key is an error)
+        model = StableDiffusion(config)
     model.load_part_arrays(arrays, src)  # lazy arrays: one tensor in memory at a time beside the model
     model.source = os.fspath(src)
     return model
