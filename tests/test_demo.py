@@ -27,7 +27,7 @@ from kerasemote.model import StableDiffusion
 # The sticker job shrunk: 12 drawn images a class, 2 a token, 2 steps, a few judge images, one vendor-judge epoch.
 SMALL_STICKERS = ["--drawn-per-class", "12", "--sticker-per-emotion", "2", "--sticker-steps", "2",
                   "--sticker-lora-steps", "2", "--judge-stickers", "3", "--judge-drawn-faces", "3",
-                  "--style-judge-epochs", "1"]
+                  "--style-judge-epochs", "1", "--sticker-judge-members", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,9 @@ def test_demo_runs_every_stage_and_writes_the_page_and_the_table(demo_run, tiny_
     assert judge.gate.class_names == ["face", "broccoli", "other"]
     assert len(judge.expert.members) == 1
     assert judge.class_names == scores["judge"]["class_names"]
-    assert load_classifier(out / "sticker_classifier").class_names == [*STICKER_CLASSES, "other"]
+    sticker_judge = load_classifier(out / "sticker_classifier")
+    assert sticker_judge.class_names == [*STICKER_CLASSES, "other"]
+    assert isinstance(sticker_judge, EnsembleClassifier) and len(sticker_judge.members) == 2  # --sticker-judge-members
 
     page = (out / "index.html").read_text(encoding="utf-8")
     for file in ("samples.png", "interpolation/sweep.gif", "classifier/history.png", "a &lt;happy&gt; emoji",

@@ -126,3 +126,38 @@ def test_a_combined_share_outside_0_to_1_is_refused():
     with pytest.raises(ValueError, match="combined_alpha must be in 0..1"):
         DemoConfig(combined_alphas=(0.3, 1.5))
     assert DemoConfig(combined_alphas=[0.3]).combined_alphas == (0.3,)
+
+
+def test_a_judge_of_several_members_trains_one_network_per_seed_and_averages_them(tmp_path, monkeypatch):
+    from kerasemote import classification as clf
+    from kerasemote.classification.model import ImageClassifier
+    from kerasemote.demo import DemoConfig
+    from kerasemote.demo.judge import fit_checked_judge
+    from kerasemote.demo.result import DemoResult
+
+    class Voter(ImageClassifier):  # seed s puts all its probability on class s % 2
+        class_names, image_size = ["a", "b"], 32
+
+        def __init__(self, seed):
+            self.seed = seed
+
+        def predict_prepared(self, batch, batch_size=32):
+            return np.tile(np.eye(2, dtype=np.float32)[self.seed % 2], (len(batch), 1))
+
+    seeds, saved = [], []
+    monkeypatch.setattr(clf, "fit_classifier", lambda data, settings, **kw: (seeds.append(settings.seed) or
+                                                                              (Voter(settings.seed), {}, data, None)))
+    monkeypatch.setattr(clf, "save_classifier", lambda judge, folder, extra=None: saved.append(judge))
+    data = clf.LabelledImages(np.zeros((4, 32, 32, 3), np.uint8), np.array([0, 1, 0, 1]), ["a", "b"],
+                              ["#0", "#1", "#2", "#3"])
+    config = DemoConfig(seed=7, progress=False)
+    result = DemoResult(str(tmp_path), config)
+    judge, _ = fit_checked_judge(data, data, 1, config, str(tmp_path / "j"), "stickers", result, lambda m: None,
+                                 members=3)
+    assert seeds == [7, 8, 9] and isinstance(judge, clf.EnsembleClassifier) and saved == [judge]
+    np.testing.assert_allclose(judge.predict_prepared(data.images)[0], [1 / 3, 2 / 3])  # the members' mean
+    assert result.judge["held_out"]["stickers"]["images"] == 4
+    one, _ = fit_checked_judge(data, data, 1, config, str(tmp_path / "k"), "stickers", result, lambda m: None)
+    assert isinstance(one, Voter) and seeds[-1] == 7  # one member: the network itself
+    with pytest.raises(ValueError, match="sticker_judge_members must be >= 1"):
+        DemoConfig(sticker_judge_members=0)

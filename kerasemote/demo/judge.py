@@ -143,19 +143,24 @@ def judge_for_run(data_dir: str, concept_set, out_dir: str, config: DemoConfig, 
 
 
 def fit_checked_judge(train, test, epochs: int, config: DemoConfig, folder: str, name: str, result: DemoResult,
-                      log: Callable[[str], None], networks=None):
-    """One ResNet-50 from scratch at ``config.judge_size`` on ``train`` (LabelledImages), saved to ``folder``
-    and checked on the held-out ``test``: ``result.judge["held_out"][name]`` gets its accuracy, and
+                      log: Callable[[str], None], networks=None, members: int = 1):
+    """``members`` ResNet-50s from scratch at ``config.judge_size`` on ``train`` (LabelledImages), one seed each
+    (``config.seed + k``), their probabilities averaged (one network alone, for ``members=1``); saved to
+    ``folder`` and checked on the held-out ``test``: ``result.judge["held_out"][name]`` gets its accuracy, and
     ``(judge, seconds)`` comes back. ``networks``: a ``CompiledNetworks`` shared by the run's judges."""
     from kerasemote import classification as clf
 
     counts = count_names([train.class_names[i] for i in train.labels])
-    log(f"  {name} judge: ResNet-50 from scratch, {len(train.labels)} images {counts}, {epochs} epochs")
-    settings = clf.ClassifierTrainConfig(image_size=config.judge_size, weights="none", epochs=epochs,
-                                         batch_size=JUDGE_BATCH_SIZE, val_fraction=0.0, patience=epochs,
-                                         seed=config.seed)
+    nets = "ResNet-50" if members == 1 else f"{members} ResNet-50s (one seed each, averaged)"
+    log(f"  {name} judge: {nets} from scratch, {len(train.labels)} images {counts}, {epochs} epochs")
     started = time.perf_counter()
-    judge = clf.fit_classifier(train, settings, verbose=0, networks=networks)[0]
+    trained = []
+    for k in range(members):
+        settings = clf.ClassifierTrainConfig(image_size=config.judge_size, weights="none", epochs=epochs,
+                                             batch_size=JUDGE_BATCH_SIZE, val_fraction=0.0, patience=epochs,
+                                             seed=config.seed + k)
+        trained.append(clf.fit_classifier(train, settings, verbose=0, networks=networks)[0])
+    judge = trained[0] if members == 1 else clf.EnsembleClassifier(trained)
     seconds = round(time.perf_counter() - started, 1)
     clf.save_classifier(judge, folder)
     report = clf.evaluate_and_write(judge, test, os.path.join(folder, "evaluation"))

@@ -104,6 +104,9 @@ class DemoConfig:
         judge_stickers: stickers of each class in the sticker judge.
         judge_drawn_faces: drawn faces of each emotion beside the real ones in the judge.
         sticker_judge_epochs: epochs of the sticker judge.
+        sticker_judge_members: ResNet-50s in the sticker judge (one seed each, averaged): networks
+            trained alike and right on 99 % of the held-out stickers each put 0-84 % of one saved
+            row of generations in its intended class, by seed (docs/demo.md).
         style_judge_epochs: epochs of the vendor judge.
         judge_members: ResNet-50s trained on the four emotions' faces (one seed each) whose
             averaged probabilities split the gate's ``face`` class; see
@@ -162,6 +165,8 @@ class DemoConfig:
                                         "earlier demo, or one written by kerasemote classify train")
     classifier_epochs: int = _opt(12, "epochs of each of the judge's ResNet-50s")
     sticker_judge_epochs: int = _opt(12, "epochs of the sticker judge, a ResNet-50 on the drawn stickers")
+    sticker_judge_members: int = _opt(3, "ResNet-50s in the sticker judge, one seed each, their probabilities "
+                                         "averaged (one network's verdicts on generations move with its seed)")
     judge_size: int = _opt(32, "the judges' input side in pixels (generations are resized to it)")
     judge_stickers: int = _opt(120, "stickers of each class in the sticker judge (the rest of the train split "
                                     "is not used)")
@@ -207,8 +212,8 @@ class DemoConfig:
              "rank >= 1 and its learning rate positive"),
             (self.judge_size >= 32 and self.judge_stickers >= 1 and self.judge_drawn_faces >= 0,
              "judge_size must be >= 32, judge_stickers >= 1 and judge_drawn_faces >= 0"),
-            (self.style_judge_epochs >= 1 and self.sticker_judge_epochs >= 1,
-             "style_judge_epochs and sticker_judge_epochs must be >= 1"),
+            (self.style_judge_epochs >= 1 and self.sticker_judge_epochs >= 1 and self.sticker_judge_members >= 1,
+             "style_judge_epochs, sticker_judge_epochs and sticker_judge_members must be >= 1"),
             (concept_slug(self.concept) not in EMOTION_PROMPTS and concept_slug(self.concept) != FACE_CLASS,
              f"the concept may not be called {FACE_CLASS!r} or an emotion: the judge has those classes"),
             (not self.judge_other or concept_slug(self.concept) != OTHER_CLASS,

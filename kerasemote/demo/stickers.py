@@ -81,7 +81,8 @@ def add_combined_tokens(model, alphas: Sequence[float]) -> list[str]:
 
 
 def sticker_judge_for_run(sticker_dir: str, other_dir: str, out_dir: str, config, result, log, networks=None):
-    """The demo's sticker judge: a ResNet-50 from scratch on ``config.judge_stickers`` train-split
+    """The demo's sticker judge: ``config.sticker_judge_members`` ResNet-50s from scratch (one seed each,
+    probabilities averaged) on ``config.judge_stickers`` train-split
     stickers of each class and ``config.judge_other`` other emoji of ``other_dir``, classes
     ``happy broccoli`` ... ``neutral broccoli``, ``other``; saved to ``out_dir/sticker_classifier`` and
     evaluated on the sticker set's held-out test split (``result.judge["held_out"]["stickers"]``);
@@ -100,9 +101,9 @@ def sticker_judge_for_run(sticker_dir: str, other_dir: str, out_dir: str, config
     test = named(sticker_judge_set(sticker_dir, other_dir, config.judge_size, ("test",), other=0))
     judge, seconds = fit_checked_judge(train, test, config.sticker_judge_epochs, config,
                                        os.path.join(out_dir, "sticker_classifier"), STICKER_JUDGE, result, log,
-                                       networks)
+                                       networks, members=config.sticker_judge_members)
     result.judge[STICKER_JUDGE] = {"class_names": list(judge.class_names), "seconds": seconds,
-                                   "train_images": len(train.labels)}
+                                   "train_images": len(train.labels), "members": config.sticker_judge_members}
     return judge
 
 
