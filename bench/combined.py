@@ -5,7 +5,11 @@
 
 1. tokens: ``<broccoli-sticker>`` from ``--per-concept`` neutral stickers (broccoli without a face) and
    ``<happy>`` from the happy emoji faces of the prepared emoji set, learned at once by textual
-   inversion; then LoRA adapters on top, trained on both concepts together (``--lora-steps 0``: none);
+   inversion; then LoRA adapters on top, trained on both concepts together (``--lora-steps 0``: none).
+   ``--compose`` learns all four emotion tokens from the emoji faces, and the LoRA also sees ``--per-concept``
+   sad, angry and in-love stickers captioned ``a <sad> <broccoli-sticker> sticker``...: the emotion token
+   beside the body token puts that face on the body. No happy sticker is ever shown, so the prompt route
+   asks for a composition the model never saw;
 2. routes, each drawn ``--n`` times by the token model and by the LoRA model, and judged by the sticker
    judge of ``bench/stickers.py`` (``--stickers/judge``): the share whose top class is ``happy``
    (a happy broccoli sticker):
@@ -36,7 +40,8 @@ from kerasemote import interpolate  # noqa: E402
 from kerasemote.demo.scoring import generate_many  # noqa: E402
 from kerasemote.demo.sets import emotion_images  # noqa: E402
 from kerasemote.demo.spec import DemoConfig  # noqa: E402
-from kerasemote.demo.stickers import STICKER_PROMPT, neutral_stickers, row_spread  # noqa: E402
+from kerasemote.data.emotions import EMOTION_TOKENS, EMOTION_WORDS  # noqa: E402
+from kerasemote.demo.stickers import STICKER_PROMPT, few_stickers, neutral_stickers, row_spread  # noqa: E402
 from kerasemote.presets import load_model  # noqa: E402
 from kerasemote.training import LoRA, TextualInversion, TrainConfig, train  # noqa: E402
 
@@ -46,17 +51,35 @@ INIT = {"neutral": "broccoli", "happy": "happy"}
 MIXED = "<mixed>"
 
 
-def training_set(stickers_dir: str, emoji_dir: str, per_concept: int, size: int):
-    """Neutral stickers (concept ``neutral``) and the happy emoji faces (concept ``happy``) in one set."""
-    from kerasemote.training import ImageSet
-
+def training_set(stickers_dir: str, emoji_dir: str, per_concept: int, size: int, emotions=("happy",)):
+    """Neutral stickers (concept ``neutral``) and the emoji faces of ``emotions`` (concepts: the emotions)."""
     body = neutral_stickers(stickers_dir, per_concept, size)
     faces = emotion_images(emoji_dir, size)
-    keep = [i for i, c in enumerate(faces.concepts) if c == "happy"]
-    return ImageSet(images=np.concatenate([body.images, faces.images[keep]]),
-                    captions=body.captions + tuple(faces.captions[i] for i in keep),
-                    concepts=body.concepts + tuple(faces.concepts[i] for i in keep),
-                    files=body.files + tuple(faces.files[i] for i in keep))
+    return _joined(body, _subset(faces, [i for i, c in enumerate(faces.concepts) if c in emotions]))
+
+
+def composed_stickers(stickers_dir: str, per_concept: int, size: int):
+    """``per_concept`` stickers of each emotion but happy, captioned ``a {} <broccoli-sticker> sticker`` with
+    the emotion's token in ``{}`` (concepts: the emotions)."""
+    from dataclasses import replace
+
+    stickers = few_stickers(stickers_dir, per_concept, size)
+    keep = [i for i, c in enumerate(stickers.concepts) if c != "happy"]
+    return replace(_subset(stickers, keep), captions=((f"a {{}} {BODY} sticker",),) * len(keep))
+
+
+def _subset(images, keep):
+    from kerasemote.training import ImageSet
+
+    return ImageSet(images=images.images[keep], captions=tuple(images.captions[i] for i in keep),
+                    concepts=tuple(images.concepts[i] for i in keep), files=tuple(images.files[i] for i in keep))
+
+
+def _joined(first, second):
+    from kerasemote.training import ImageSet
+
+    return ImageSet(images=np.concatenate([first.images, second.images]), captions=first.captions + second.captions,
+                    concepts=first.concepts + second.concepts, files=first.files + second.files)
 
 
 def score(judge, images: np.ndarray, row: dict, out: str) -> dict:
@@ -85,18 +108,28 @@ def main() -> None:
     parser.add_argument("--lora-rank", type=int, default=16)
     parser.add_argument("--lora-learning-rate", type=float, default=2e-3)
     parser.add_argument("--alphas", default="0.25,0.5,0.75", help="shares of <happy> in the mixed token")
+    parser.add_argument("--compose", action="store_true",
+                        help="four emotion tokens, and the LoRA also learns sad, angry and in-love stickers "
+                             "captioned with the emotion token beside the body token")
+    parser.add_argument("--guidance", type=float, default=DemoConfig.sticker_guidance)
     parser.add_argument("--n", type=int, default=DemoConfig.num_images, help="generations per row")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     judge = clf.load_classifier(os.path.join(args.stickers, "judge"))
-    images = training_set(os.path.join(args.stickers, "stickers"), os.path.join(args.stickers, "emoji"),
-                          args.per_concept, args.size)
+    sticker_dir, emoji_dir = os.path.join(args.stickers, "stickers"), os.path.join(args.stickers, "emoji")
+    tokens, init = dict(TOKENS), dict(INIT)
+    if args.compose:
+        tokens.update(EMOTION_TOKENS)
+        init.update({label: EMOTION_WORDS[label] for label in EMOTION_TOKENS})
+    images = training_set(sticker_dir, emoji_dir, args.per_concept, args.size, emotions=tuple(tokens))
+    lora_images = _joined(images, composed_stickers(sticker_dir, args.per_concept, args.size)) if args.compose \
+        else images
     settings = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                            seed=args.seed, progress=False)
     timings, start = {}, time.perf_counter()
     model = load_model(args.model)
-    train(model, TextualInversion(TOKENS, init=INIT), images, settings, os.path.join(args.out, "ti"))
+    train(model, TextualInversion(tokens, init=init), images, settings, os.path.join(args.out, "ti"))
     timings["textual inversion"] = time.perf_counter() - start
     models = {"ti": model}
     if args.lora_steps:
@@ -105,14 +138,14 @@ def main() -> None:
         start = time.perf_counter()
         lora_model = load_model(args.model)
         load_embeddings(lora_model, os.path.join(args.out, "ti"))
-        train(lora_model, LoRA(rank=args.lora_rank, targets=("attention", "convs"), words=TOKENS, seed=args.seed),
-              images, TrainConfig(steps=args.lora_steps, batch_size=args.batch_size,
+        train(lora_model, LoRA(rank=args.lora_rank, targets=("attention", "convs"), words=tokens, seed=args.seed),
+              lora_images, TrainConfig(steps=args.lora_steps, batch_size=args.batch_size,
                                   learning_rate=args.lora_learning_rate, seed=args.seed, progress=False),
               os.path.join(args.out, "lora"))
         models["lora"] = lora_model
         timings["lora"] = time.perf_counter() - start
 
-    sampling = DemoConfig(num_images=args.n)
+    sampling = DemoConfig(num_images=args.n, guidance=args.guidance)
     rows, start = [], time.perf_counter()
     for kind, m in models.items():
         routes = [("prompt", f"a {FACE} {BODY} sticker"), ("body alone", STICKER_PROMPT.format(BODY)),

@@ -115,7 +115,8 @@ def main() -> None:
     parser.add_argument("--other", type=int, default=300, help="'other' emoji in the judge's training set")
     parser.add_argument("--n", type=int, default=DemoConfig.num_images, help="generations per row")
     parser.add_argument("--sample-steps", type=int, default=DemoConfig.sample_steps)
-    parser.add_argument("--guidance", type=float, default=DemoConfig.guidance)
+    parser.add_argument("--guidance", type=float, default=DemoConfig.sticker_guidance,
+                        help="guidance scale of the rows (the demo's sticker rows' scale)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 

@@ -158,12 +158,13 @@ class _FakeModel:
         vae_downsample, image_size, latent_channels = 4, 8, 4
 
     def __init__(self, level: int):
-        self.level, self.prompts, self.batches = level, [], []
+        self.level, self.prompts, self.batches, self.guidance = level, [], [], {}
 
     def generate(self, prompts, num_images, init_latents, seed, progress, **kwargs):
         assert len(init_latents) == len(prompts) == num_images
         self.prompts += list(prompts)
         self.batches.append(num_images)
+        self.guidance.update({prompt: kwargs["guidance"] for prompt in prompts})
         first = np.round(np.abs(init_latents[:, 0, 0, 0]) * 10).astype(np.uint8)  # the noise, seen in the image
         return np.full((num_images, 8, 8, 3), self.level, np.uint8) + first[:, None, None, None]
 
@@ -193,6 +194,21 @@ def test_rows_are_drawn_in_full_batches_by_their_own_model_and_the_grid_shows_th
     # Each row's images and grid are saved in its folder.
     assert (tmp_path / "scores" / "00_a-grinning-face-emoji" / "grid.png").exists()
     assert len(list((tmp_path / "scores" / "00_a-grinning-face-emoji").glob("image_*.png"))) == 6
+
+
+def test_sticker_rows_are_drawn_at_their_own_guidance_and_every_other_row_at_the_demos(tmp_path):
+    from kerasemote.demo.scoring import draw_rows
+    from kerasemote.demo.spec import COMBINED_KIND, STICKER_KIND
+
+    plain = _FakeModel(10)  # no sticker LoRA: the plain model draws every row, stickers among them
+    rows = prompt_rows("<broccoli>") + sticker_rows((0.5,))
+    draw_rows(plain, rows, DemoConfig(num_images=2, guidance=7.0, sticker_guidance=2.5, progress=False),
+              str(tmp_path))
+    sticker_prompts = {p for row in rows if row.kind in (STICKER_KIND, COMBINED_KIND) for p in row.prompts}
+    assert len(sticker_prompts) == 6 and {plain.guidance[p] for p in sticker_prompts} == {2.5}
+    assert {g for p, g in plain.guidance.items() if p not in sticker_prompts} == {7.0}
+    with pytest.raises(ValueError, match="sticker_guidance"):
+        DemoConfig(sticker_guidance=-1.0)
 
 
 def test_the_sample_grid_is_every_rows_first_generations(monkeypatch):

@@ -94,6 +94,7 @@ class DemoConfig:
         samples: generations of each row shown in the sample grid (its first ones).
         sample_steps: sampler steps of every generated image.
         guidance: classifier-free guidance scale.
+        sticker_guidance: the guidance scale of the sticker and combined rows.
         mix_with: the emotion the concept is interpolated towards.
         mix_points: fractions in the interpolation sweep.
         combined_alphas: shares of the ``<happy>`` face token mixed (slerp) into the faceless
@@ -156,6 +157,8 @@ class DemoConfig:
     samples: int = _opt(4, "generations of each row shown in the sample grid")
     sample_steps: int = _opt(12, "sampler steps of every image")
     guidance: float = _opt(7.0, "guidance scale")
+    sticker_guidance: float = _opt(3.0, "guidance scale of the sticker and combined rows (the sticker LoRA's model "
+                                        "draws squashed, oversaturated stickers at 7)")
     mix_with: str = _opt("happy", "emotion the concept is interpolated towards", choices=tuple(EMOTION_PROMPTS))
     mix_points: int = _opt(5, "fractions in the interpolation sweep", option=False)
     combined_alphas: tuple[float, ...] = _opt((0.3, 0.5, 0.7), "shares of the <happy> face token mixed into the "
@@ -197,6 +200,7 @@ class DemoConfig:
             (self.concept_lora_rank >= 1 and self.concept_lora_learning_rate > 0,
              "concept_lora_rank and concept_lora_learning_rate must be positive"),
             (self.samples >= 1 and self.sample_steps >= 1, "samples and sample_steps must be >= 1"),
+            (self.guidance >= 0 and self.sticker_guidance >= 0, "guidance and sticker_guidance must be >= 0"),
             (self.num_images >= 1, "num_images must be >= 1"),
             (self.mix_points >= 2, "mix_points must be >= 2"),
             (all(0.0 <= a <= 1.0 for a in self.combined_alphas), "every combined_alpha must be in 0..1"),
@@ -229,9 +233,11 @@ class DemoConfig:
         return f"<{concept_slug(self.concept)}>"
 
 
-def generate_kwargs(config: DemoConfig) -> dict:
-    """The sampler settings of every image the demo draws."""
-    return dict(steps=config.sample_steps, guidance=config.guidance)
+def generate_kwargs(config: DemoConfig, kind: str | None = None) -> dict:
+    """The sampler settings of the images of rows of ``kind`` (``None``: every other image the demo draws):
+    the sticker and combined rows take ``config.sticker_guidance``, all else ``config.guidance``."""
+    guidance = config.sticker_guidance if kind in (STICKER_KIND, COMBINED_KIND) else config.guidance
+    return dict(steps=config.sample_steps, guidance=guidance)
 
 
 def prompt_rows(concept_token: str, lora: bool = False) -> list[Row]:
