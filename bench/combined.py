@@ -4,8 +4,8 @@
     python bench/combined.py --stickers /tmp/stickers --out /tmp/combined
 
 1. tokens: ``<broccoli-sticker>`` from ``--per-concept`` neutral stickers (broccoli without a face) and
-   ``<happy>`` from the happy emoji faces of the prepared emoji set, learned at once by textual
-   inversion; then LoRA adapters on top, trained on both concepts together (``--lora-steps 0``: none).
+   ``<happy>`` from the happy emoji faces of the prepared emoji set (``--faces``: another set), learned at
+   once by textual inversion; then LoRA adapters on top, trained on both concepts together (``--lora-steps 0``: none).
    ``--compose`` learns all four emotion tokens from the emoji faces, and the LoRA also sees ``--per-concept``
    sad, angry and in-love stickers captioned ``a <sad> <broccoli-sticker> sticker``...: the emotion token
    beside the body token puts that face on the body. No happy sticker is ever shown, so the prompt route
@@ -111,13 +111,15 @@ def main() -> None:
     parser.add_argument("--compose", action="store_true",
                         help="four emotion tokens, and the LoRA also learns sad, angry and in-love stickers "
                              "captioned with the emotion token beside the body token")
+    parser.add_argument("--faces", help="a prepared set whose labelled emotion faces teach the emotion tokens "
+                                        "(default: the emoji set of --stickers; e.g. an emotion-faces set)")
     parser.add_argument("--guidance", type=float, default=DemoConfig.sticker_guidance)
     parser.add_argument("--n", type=int, default=DemoConfig.num_images, help="generations per row")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     judge = clf.load_classifier(os.path.join(args.stickers, "judge"))
-    sticker_dir, emoji_dir = os.path.join(args.stickers, "stickers"), os.path.join(args.stickers, "emoji")
+    sticker_dir, emoji_dir = os.path.join(args.stickers, "stickers"), args.faces or os.path.join(args.stickers, "emoji")
     tokens, init = dict(TOKENS), dict(INIT)
     if args.compose:
         tokens.update(EMOTION_TOKENS)

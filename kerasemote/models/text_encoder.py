@@ -15,6 +15,7 @@ import numpy as np
 from keras import ops
 
 from kerasemote.config import ModelConfig
+from kerasemote.lazy import release_memory
 from kerasemote.models import skip_init
 from kerasemote.models.layers import Composite
 from kerasemote.models.lora_layers import Dense
@@ -205,4 +206,7 @@ class TextEncoder(keras.Model):
                 var.assign(old[var.path])
         if len(extra_rows):
             new.token_embedding.extra_embeddings.assign(extra_rows)
+        # Each assign above shares the old variable's storage and frees the new one's starting zeros
+        # (the encoder's size): hand those pages back instead of keeping them resident.
+        release_memory()
         return new
