@@ -173,8 +173,8 @@ class DemoConfig:
     judge_size: int = _opt(32, "the judges' input side in pixels (generations are resized to it)")
     judge_stickers: int = _opt(120, "stickers of each class in the sticker judge (the rest of the train split "
                                     "is not used)")
-    judge_drawn_faces: int = _opt(60, "drawn faces (the emotion-faces set) of each emotion beside the real faces in "
-                                      "the judge")
+    judge_drawn_faces: int = _opt(120, "drawn faces (the emotion-faces set) of each emotion beside the real faces in "
+                                       "the judge")
     style_judge_epochs: int = _opt(15, "epochs of the vendor judge, a ResNet-50 on the style judge's names")
     judge_members: int = _opt(2, "ResNet-50s trained on the four emotions' faces, one seed each, whose averaged "
                                  "probabilities say which emotion a face shows")
