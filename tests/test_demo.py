@@ -207,8 +207,9 @@ def test_sticker_rows_are_drawn_at_their_own_guidance_and_every_other_row_at_the
     sticker_prompts = {p for row in rows if row.kind in (STICKER_KIND, COMBINED_KIND) for p in row.prompts}
     assert len(sticker_prompts) == 6 and {plain.guidance[p] for p in sticker_prompts} == {2.5}
     assert {g for p, g in plain.guidance.items() if p not in sticker_prompts} == {7.0}
-    with pytest.raises(ValueError, match="sticker_guidance"):
-        DemoConfig(sticker_guidance=-1.0)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="sticker_guidance must be finite"):
+            DemoConfig(sticker_guidance=bad)
 
 
 def test_the_sample_grid_is_every_rows_first_generations(monkeypatch):

@@ -41,7 +41,8 @@ class _Page:
             "<title>kerasemote demo</title>", f"<style>{STYLE}</style></head><body>",
             "<h1>kerasemote demo</h1>",
             f"<p>Model <code>{_e(c.model)}</code>, {c.size} px, {c.sample_steps} DDIM steps, guidance "
-            f"{c.guidance:g} ({c.sticker_guidance:g} for the sticker rows), seed {c.seed}. Everything below was made offline by <code>kerasemote demo</code> in "
+            f"{c.guidance:g} ({c.sticker_guidance:g} for the sticker rows), seed {c.seed}. Everything below was "
+            f"made offline by <code>kerasemote demo</code> in "
             f"<b>{self.result.total_seconds:.0f} s</b>.</p>",
             self._timings(), self._data(), self._textual_inversion(), self._lora(), self._samples(),
             self._interpolation(), self._judge(), self._notes(), "</body></html>",
