@@ -125,23 +125,37 @@ def convert(root: str) -> dict:
     return {"peak_rss_mib": peak_rss_mib()}
 
 
-def ours(task: str, root: str, size: int, warm: int, steps: int, cache: bool, checkpointing: bool = False) -> dict:
-    from kerasemote.model import StableDiffusion
-    from kerasemote.training import LoRA, TextualInversion, TrainConfig, load_training_images, train
+def our_task(task: str, root: str, size: int):
+    """``task``'s strategy and its training images at ``size`` px, each with the caption the diffusers side uses."""
+    from kerasemote.training import LoRA, TextualInversion, load_training_images
 
-    model = StableDiffusion.load(os.path.join(root, "ours"))
     images = load_training_images(os.path.join(root, "images"), size=size)
     if task == "ti":
         strategy = TextualInversion({"emoji": TOKEN}, init=INIT_WORD)
         images = images.with_captions({"emoji": CAPTION.replace(TOKEN, "{}")})  # one caption, as diffusers'
     else:
         strategy = LoRA(rank=RANK, targets=["attention"])
-    images = _fixed_caption(images, CAPTION if task == "ti" else LORA_CAPTION)
+    return strategy, _fixed_caption(images, CAPTION if task == "ti" else LORA_CAPTION)
+
+
+def our_config(task: str, steps: int, cache: bool, checkpointing: bool):
+    """The training settings of our side: batch 1, AdamW, the recipe's learning rate."""
+    from kerasemote.training import TrainConfig
+
+    return TrainConfig(steps=steps, batch_size=1, learning_rate=LEARNING_RATES[task], optimizer="adamw",
+                       weight_decay=1e-2, clip_norm=1.0, cache_latents=cache, progress=False, seed=0,
+                       gradient_checkpointing=checkpointing)
+
+
+def ours(task: str, root: str, size: int, warm: int, steps: int, cache: bool, checkpointing: bool = False) -> dict:
+    from kerasemote.model import StableDiffusion
+    from kerasemote.training import train
+
+    model = StableDiffusion.load(os.path.join(root, "ours"))
+    strategy, images = our_task(task, root, size)
     loaded = rss_mib()
     reset_peak()
-    config = TrainConfig(steps=warm + steps, batch_size=1, learning_rate=LEARNING_RATES[task], optimizer="adamw",
-                         weight_decay=1e-2, clip_norm=1.0, cache_latents=cache, progress=False, seed=0,
-                         gradient_checkpointing=checkpointing)
+    config = our_config(task, warm + steps, cache, checkpointing)
     stamps: list[float] = []
     with tempfile.TemporaryDirectory() as out:
         stamps.append(time.perf_counter())

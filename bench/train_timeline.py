@@ -24,7 +24,7 @@ os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from train import CAPTION, INIT_WORD, LEARNING_RATES, LORA_CAPTION, RANK, TOKEN, _fixed_caption, rss_mib  # noqa: E402
+from train import our_config, our_task, rss_mib  # noqa: E402
 
 
 class Timeline:
@@ -69,20 +69,14 @@ def main() -> None:
     args = parser.parse_args()
 
     timeline = Timeline()
-    import kerasemote.training.loop as loop
+    from kerasemote.training import loop
     from kerasemote.model import StableDiffusion
-    from kerasemote.training import LoRA, TextualInversion, TrainConfig, load_training_images, train
+    from kerasemote.training import train
 
     timeline.mark("imported")
     model = StableDiffusion.load(os.path.join(args.root, "ours"))
     timeline.mark("loaded")
-    images = load_training_images(os.path.join(args.root, "images"), size=args.size)
-    if args.task == "ti":
-        strategy = TextualInversion({"emoji": TOKEN}, init=INIT_WORD)
-        images = images.with_captions({"emoji": CAPTION.replace(TOKEN, "{}")})
-    else:
-        strategy = LoRA(rank=RANK, targets=["attention"])
-    images = _fixed_caption(images, CAPTION if args.task == "ti" else LORA_CAPTION)
+    strategy, images = our_task(args.task, args.root, args.size)
     encode = loop.encode_latent_cache
 
     def marked_encode(*a, **k):
@@ -92,9 +86,7 @@ def main() -> None:
         return result
 
     loop.encode_latent_cache = marked_encode
-    config = TrainConfig(steps=args.steps, batch_size=1, learning_rate=LEARNING_RATES[args.task], optimizer="adamw",
-                         weight_decay=1e-2, clip_norm=1.0, cache_latents=not args.no_cache, progress=False, seed=0,
-                         gradient_checkpointing=args.checkpointing)
+    config = our_config(args.task, args.steps, not args.no_cache, args.checkpointing)
     with tempfile.TemporaryDirectory() as out:
         timeline.mark("training starts")
         train(model, strategy, images, config, out, callbacks=[lambda step, loss: timeline.mark(f"step {step}")])

@@ -142,6 +142,15 @@ def judge_for_run(data_dir: str, concept_set, out_dir: str, config: DemoConfig, 
     return classifier
 
 
+def judge_settings(config: DemoConfig, epochs: int, seed: int):
+    """How every judge network trains: from scratch at ``config.judge_size``, ``epochs`` epochs without early
+    stopping or a validation split, seeded by ``seed``."""
+    from kerasemote import classification as clf
+
+    return clf.ClassifierTrainConfig(image_size=config.judge_size, weights="none", epochs=epochs,
+                                     batch_size=JUDGE_BATCH_SIZE, val_fraction=0.0, patience=epochs, seed=seed)
+
+
 def fit_checked_judge(train, test, epochs: int, config: DemoConfig, folder: str, name: str, result: DemoResult,
                       log: Callable[[str], None], networks=None, members: int = 1):
     """``members`` ResNet-50s from scratch at ``config.judge_size`` on ``train`` (LabelledImages), one seed each
@@ -156,9 +165,7 @@ def fit_checked_judge(train, test, epochs: int, config: DemoConfig, folder: str,
     started = time.perf_counter()
     trained = []
     for k in range(members):
-        settings = clf.ClassifierTrainConfig(image_size=config.judge_size, weights="none", epochs=epochs,
-                                             batch_size=JUDGE_BATCH_SIZE, val_fraction=0.0, patience=epochs,
-                                             seed=config.seed + k)
+        settings = judge_settings(config, epochs, config.seed + k)
         trained.append(clf.fit_classifier(train, settings, verbose=0, networks=networks)[0])
     judge = trained[0] if members == 1 else clf.EnsembleClassifier(trained)
     seconds = round(time.perf_counter() - started, 1)
@@ -229,9 +236,7 @@ def train_judge(data_dir: str, concept_set, judge_dir: str, config: DemoConfig, 
         counts = count_names([data.class_names[i] for i in data.labels])
         log(f"  judge {r + 1}/{len(runs)}, {name}: ResNet-50 from scratch, {len(data.labels)} images {counts}, "
             f"{config.classifier_epochs} epochs, seed {seed}")
-        settings = clf.ClassifierTrainConfig(image_size=config.judge_size, weights="none",
-                                             epochs=config.classifier_epochs, batch_size=JUDGE_BATCH_SIZE,
-                                             patience=config.classifier_epochs, val_fraction=0.0, seed=seed)
+        settings = judge_settings(config, config.classifier_epochs, seed)
         started = time.perf_counter()
         bar = _epoch_bar(f"judge {r + 1}/{len(runs)}", config.classifier_epochs, config.progress)
         trained[name], histories[name], _, _ = clf.fit_classifier(data, settings, verbose=0, callbacks=[bar],

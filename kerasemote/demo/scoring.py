@@ -55,14 +55,14 @@ def draw_rows(models, rows: Sequence[Row], config: DemoConfig, out_dir: str) -> 
     factor, size = plain.config.vae_downsample, plain.config.image_size
     latent = (size // factor, size // factor, plain.config.latent_channels)
     plans = [row_plan(row, config, latent) for row in rows]
-    groups: dict[tuple[str, str], list[int]] = {}  # (model key, a kind of the same sampler settings) -> its rows
+    groups: dict[tuple[str, tuple], list[int]] = {}  # (model key, sampler settings) -> its rows
     for r, row in enumerate(rows):
-        same = row.kind if generate_kwargs(config, row.kind) != generate_kwargs(config) else ""
-        groups.setdefault((_model_key(models, row.kind), same), []).append(r)
+        settings = tuple(sorted(generate_kwargs(config, row.kind).items()))
+        groups.setdefault((_model_key(models, row.kind), settings), []).append(r)
     total = sum(len(prompts) for prompts, _ in plans)
     bar = tqdm(total=total, desc="generating", unit="image", disable=not config.progress)
     drawn: list[np.ndarray] = [np.zeros((0, size, size, 3), np.uint8)] * len(rows)
-    for (key, kind), members in groups.items():
+    for (key, settings), members in groups.items():
         prompts = [p for r in members for p in plans[r][0]]
         noise = np.concatenate([plans[r][1] for r in members])
         parts = []
@@ -70,7 +70,7 @@ def draw_rows(models, rows: Sequence[Row], config: DemoConfig, out_dir: str) -> 
             chunk = prompts[start:start + GENERATION_BATCH]
             parts.append(models[key].generate(chunk, num_images=len(chunk), seed=config.seed,
                                               init_latents=noise[start:start + GENERATION_BATCH], progress=False,
-                                              **generate_kwargs(config, kind)))
+                                              **dict(settings)))
             bar.update(len(chunk))
         images = np.concatenate(parts) if parts else np.zeros((0, size, size, 3), np.uint8)
         offsets = np.cumsum([0] + [len(plans[r][0]) for r in members])
