@@ -52,10 +52,12 @@ STAGES = ("text", "unet step", "decode")
 
 @dataclass
 class Settings:
-    """How every pipeline runs: XLA, mixed precision (float16 compute) and the torch device."""
+    """How every pipeline runs: XLA, mixed precision (float16 compute, or bfloat16 with ``bf16``) and the torch
+    device. The caller sets Keras' global policy to match before building (``run_tables`` does for ``bf16``)."""
 
     jit: bool = False
     mixed: bool = False
+    bf16: bool = False
     device: str = "cpu"
 
 
@@ -194,7 +196,7 @@ class Diffusers:
         self.pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=None, unet=unet,
                                             scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                             requires_safety_checker=False)
-        self.dtype = torch.float16 if settings.mixed else torch.float32
+        self.dtype = torch.bfloat16 if settings.bf16 else torch.float16 if settings.mixed else torch.float32
         self.pipe.to(settings.device, self.dtype)
         self.pipe.set_progress_bar_config(disable=True)
         self.device = settings.device
@@ -317,6 +319,10 @@ def print_tables(title: str, rows: list[tuple[int, int, dict, dict]], steps: int
 def run_tables(configs: list[str], sizes: list[int], batches: list[int], steps: int, repeats: int,
                frameworks: list[str], settings: Settings, stages: bool = True) -> None:
     """Measure and print every config's table (``bench/gpu.py`` calls this too)."""
+    import keras
+
+    if settings.bf16:  # ours and keras-cv compute in bfloat16 (weights float32); diffusers holds bfloat16 weights
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     for config_name in configs:
         built = build(config_name, frameworks, settings)
         config_sizes = [built["config"].image_size] if config_name == "tiny" else sizes
@@ -327,7 +333,7 @@ def run_tables(configs: list[str], sizes: list[int], batches: list[int], steps: 
                 rows.append((size, batch, totals, breakdown))
                 print(f"{config_name} {size} px batch {batch}: "
                       + ", ".join(f"{k} {v:.2f} s" for k, v in totals.items()), flush=True)
-        print_tables(f"{config_name}, {steps} DDIM steps, guidance {GUIDANCE}, best of {repeats} "
+        print_tables(f"{config_name}, {'bfloat16' if settings.bf16 else 'float32'}, {steps} DDIM steps, guidance {GUIDANCE}, best of {repeats} "
                      "(interleaved)", rows, steps)
         del built
 
@@ -346,13 +352,16 @@ def main() -> None:
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="which pipelines run")
     parser.add_argument("--no-stages", action="store_true", help="skip the per-stage breakdown")
     parser.add_argument("--jit", action="store_true", help="XLA for ours and keras-cv")
+    parser.add_argument("--bf16", action="store_true",
+                        help="every pipeline in bfloat16: ours and keras-cv through Keras' mixed_bfloat16 policy, "
+                             "diffusers with bfloat16 weights (fast on CPUs with AMX or AVX512-BF16)")
     parser.add_argument("--first-image", action="store_true",
                         help="also time loading saved sd-v1 files up to the first image (bench/first_image.py)")
     args = parser.parse_args()
 
     frameworks = args.frameworks.split(",")
     run_tables(args.configs.split(","), args.sizes, args.batches, args.steps, args.repeats, frameworks,
-               Settings(jit=args.jit), stages=not args.no_stages)
+               Settings(jit=args.jit, bf16=args.bf16), stages=not args.no_stages)
     if args.first_image:
         from first_image import first_image_table
 

@@ -14,6 +14,9 @@ from typing import Any
 
 CLIP_VOCAB_SIZE = 49408
 PREDICTION_TYPES = ("epsilon", "v_prediction", "flow")
+# Compute dtype -> Keras' mixed-precision policy (variables stay float32). bfloat16 keeps float32's range, so it
+# needs no loss scaling; float16 does (training wraps its optimizer in a LossScaleOptimizer).
+PRECISION_POLICIES = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
 # Largest value of each size field: far above any Stable Diffusion (SD 1.x: text_width 768,
 # channels up to 1280), low enough that a config file cannot ask for terabytes before the

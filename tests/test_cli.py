@@ -136,6 +136,41 @@ def test_sampler_and_dtype_choices_come_from_the_library_tables(monkeypatch):
         assert _choices(parser, path, flag) == ["float32", "bfloat16"], path
 
 
+def test_mixed_precision_takes_float16_bare_or_bfloat16_by_name(model_dir, monkeypatch, capsys):
+    import keras
+
+    from kerasemote.cli import _common, build_parser
+
+    monkeypatch.setattr(_common, "precision_warning", lambda dtype: None)
+    monkeypatch.setattr("kerasemote.presets.load_model", lambda name, weights=None: name)
+    parser = build_parser()
+    policies = []
+    try:
+        for extra in ([], ["--mixed-precision"], ["--mixed-precision", "bfloat16"]):
+            keras.mixed_precision.set_global_policy("float32")
+            args = parser.parse_args(["generate", "a face", "--model", str(model_dir), *extra])
+            assert _common.load_model_from_args(args) == str(model_dir)
+            policies.append(keras.mixed_precision.global_policy().name)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert policies == ["float32", "mixed_float16", "mixed_bfloat16"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["generate", "a face", "--mixed-precision", "float64"])
+    assert "invalid choice: 'float64'" in capsys.readouterr().err
+
+
+def test_mixed_precision_warns_where_it_would_run_slower_than_float32():
+    from kerasemote.cli._common import precision_warning
+
+    assert precision_warning("bfloat16", {"avx512f", "amx_bf16"}, gpus=0) is None
+    assert precision_warning("bfloat16", {"avx512f", "avx512_bf16"}, gpus=0) is None
+    assert "emulated" in precision_warning("bfloat16", {"avx2", "fma"}, gpus=0)
+    assert precision_warning("bfloat16", set(), gpus=0) is None  # flags unknown (not Linux): no guess
+    assert "without a GPU" in precision_warning("float16", {"amx_bf16"}, gpus=0)
+    assert precision_warning("float16", {"avx2"}, gpus=1) is None
+    assert precision_warning("bfloat16", {"avx2"}, gpus=1) is None
+
+
 @pytest.mark.parity
 def test_convert_a_diffusers_folder_then_generate_with_it(tmp_path):
     pytest.importorskip("diffusers")

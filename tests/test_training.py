@@ -470,6 +470,24 @@ def test_mixed_float16_trains_with_loss_scaling(emoji_dir, base_dir, tmp_path):
     assert b and all(np.any(v != 0) for v in b)
 
 
+def test_bfloat16_trains_without_loss_scaling_and_saves_float32(emoji_dir, base_dir, tmp_path):
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = fresh(base_dir)
+        assert model.unet.compute_dtype == "bfloat16"
+        data = load_training_images(emoji_dir, SIZE)
+        result = train(model, LoRA(rank=2), data, quick(steps=3, learning_rate=0.01), str(tmp_path))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert result.status == "completed" and all(np.isfinite(result.losses))
+    arrays, _ = load_checkpoint(result.checkpoint)
+    assert not any("dynamic_scale" in key for key in arrays)  # bfloat16 has float32's range: no loss scale
+    b = [v for k, v in arrays.items() if k.endswith("lora_kernel_b") and k.startswith("model/")]
+    assert b and all(v.dtype == np.float32 and np.any(v != 0) for v in b)
+
+
 @pytest.mark.slow  # XLA compiles the forward and backward pass: ~20 s
 def test_xla_train_step_matches_the_plain_one(emoji_dir, base_dir, tmp_path):
     data = load_training_images(emoji_dir, SIZE)

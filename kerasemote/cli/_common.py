@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from kerasemote.config import PRECISION_POLICIES
 from kerasemote.presets import DEFAULT_MODEL
 
 
@@ -34,7 +35,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", help="local copy of a downloadable preset's checkpoint (file or folder), "
                                           "e.g. --model sd-v1-5 --weights v1-5-pruned-emaonly.safetensors")
     parser.add_argument(
-        "--mixed-precision", action="store_true", help="compute in float16 (GPU), weights stay float32"
+        "--mixed-precision", nargs="?", const="float16", choices=tuple(PRECISION_POLICIES), metavar="DTYPE",
+        help="compute in float16 (the default DTYPE, for GPUs) or bfloat16 (GPUs and TPUs that have it, and CPUs "
+             "with AMX or AVX512-BF16, where it is much faster than float32); weights stay float32",
     )
 
 
@@ -45,8 +48,37 @@ def load_model_from_args(args: argparse.Namespace) -> Any:
     from kerasemote.presets import load_model
 
     if args.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+        warning = precision_warning(args.mixed_precision)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+        keras.mixed_precision.set_global_policy(PRECISION_POLICIES[args.mixed_precision])
     return load_model(args.model, weights=args.weights or None)
+
+
+def precision_warning(dtype: str, cpu_flags: set[str] | None = None, gpus: int | None = None) -> str | None:
+    """Why ``--mixed-precision DTYPE`` is likely slower than float32 here, or None: float16 without a GPU, or
+    bfloat16 on a CPU whose flags (``/proc/cpuinfo``; unknown elsewhere: no warning) lack AMX and AVX512-BF16."""
+    if gpus is None:
+        import tensorflow as tf
+
+        gpus = len(tf.config.list_physical_devices("GPU"))
+    if gpus:
+        return None
+    if dtype == "float16":
+        return "--mixed-precision float16 without a GPU: CPUs compute float16 slowly; use bfloat16 or float32."
+    flags = _cpu_flags() if cpu_flags is None else cpu_flags
+    if flags and not flags & {"amx_bf16", "avx512_bf16"}:
+        return ("--mixed-precision bfloat16 on a CPU without AMX or AVX512-BF16 (/proc/cpuinfo): it is emulated "
+                "there and slower than float32.")
+    return None
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
 
 
 def add_adapter_arguments(parser: argparse.ArgumentParser, embeddings_help: str, lora_help: str) -> None:
