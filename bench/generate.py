@@ -120,7 +120,7 @@ class Ours:
 
         latents = tf.constant(noise)
         stages = {"text": text, "unet step": lambda: guided(latents, tf.constant(500.0)).numpy(),
-                  "decode": lambda: model.decode_latents(latents)}
+                  "decode": lambda: model.decode_latents(latents, jit_compile=jit)}
         return Runner(run, stages)
 
 

@@ -21,6 +21,7 @@ discarded (tracing, first allocations), then the median of ``--steps`` timed ste
     python bench/train.py --configs tiny --warm 3 --steps 5
     python bench/train.py --memory --sizes 256,512 --warm 1 --steps 2   # sd-v1 peak memory
     python bench/train.py --memory --sizes 512 --tasks lora --runs ours,ours-ckpt --keep /tmp/sd
+    python bench/train.py --memory --bf16 --sizes 512 --keep /tmp/sd   # both sides in bfloat16
 
 Prints seconds per step, ours / diffusers (lower is better for us), peak RSS. Our workers load a
 model directory converted once beforehand (in its own process), as ``kerasemote train`` does, under the
@@ -58,6 +59,13 @@ CAPTION = f"a photo of a {TOKEN}"
 LORA_CAPTION = "a photo of an emoji"
 RANK = 4
 LEARNING_RATES = {"ti": 5e-3, "lora": 1e-4}
+# Set by --bf16 for every worker: both sides compute in bfloat16 (ours: Keras' mixed_bfloat16 policy; diffusers:
+# its recipes' --mixed_precision bf16, frozen parts in bfloat16, trained parameters float32, under autocast).
+BF16_ENV = "KERASEMOTE_BENCH_BF16"
+
+
+def bf16() -> bool:
+    return os.environ.get(BF16_ENV) == "1"
 
 
 # ---------------------------------------------------------------------- shared setup
@@ -148,9 +156,13 @@ def our_config(task: str, steps: int, cache: bool, checkpointing: bool):
 
 
 def ours(task: str, root: str, size: int, warm: int, steps: int, cache: bool, checkpointing: bool = False) -> dict:
+    import keras
+
     from kerasemote.model import StableDiffusion
     from kerasemote.training import train
 
+    if bf16():
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     model = StableDiffusion.load(os.path.join(root, "ours"))
     strategy, images = our_task(task, root, size)
     loaded = rss_mib()
@@ -197,6 +209,11 @@ def diffusers_step_factory(task: str, root: str, size: int):
     vae.requires_grad_(False)
     unet.requires_grad_(False)
     text.requires_grad_(False)
+    half = torch.bfloat16 if bf16() else torch.float32
+    vae.to(half)  # the recipes' weight_dtype: frozen parts in bfloat16 (the trained text encoder of TI stays float32)
+    unet.to(half)
+    if task != "ti":
+        text.to(half)
     if task == "ti":
         init_id = tokenizer.token_ids(INIT_WORD)[0]
         tokenizer.add_placeholder(TOKEN)
@@ -217,6 +234,8 @@ def diffusers_step_factory(task: str, root: str, size: int):
         unet.add_adapter(LoraConfig(r=RANK, lora_alpha=RANK, init_lora_weights="gaussian",
                                     target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
         params = [p for p in unet.parameters() if p.requires_grad]
+        for p in params:  # the recipe's cast_training_params: adapters train in float32
+            p.data = p.data.float()
         ids = torch.from_numpy(tokenizer.encode(LORA_CAPTION)).long()
     unet.train()
     optimizer = torch.optim.AdamW(params, lr=LEARNING_RATES[task], weight_decay=1e-2)
@@ -227,6 +246,10 @@ def diffusers_step_factory(task: str, root: str, size: int):
     generator = torch.Generator().manual_seed(0)
 
     def step(i: int) -> float:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16()):
+            return _step(i)
+
+    def _step(i: int) -> float:
         with torch.no_grad():
             image = pixels[i % len(pixels)][None]
             latents = vae.encode(image).latent_dist.sample(generator) * config.scaling_factor
@@ -364,7 +387,8 @@ def memory_table(results: dict[tuple[int, str, str], dict], sizes: list[int], ta
     def ratio(a, b, fmt):
         return fmt.format(a / b) if a and b else "-"
 
-    print("\n  px  task  peak GiB: ours  ours ckpt  diffusers  ours/diffusers  ckpt/diffusers  ckpt saves  "
+    print(f"\n{'bfloat16' if bf16() else 'float32'}, batch 1")
+    print("  px  task  peak GiB: ours  ours ckpt  diffusers  ours/diffusers  ckpt/diffusers  ckpt saves  "
           "ckpt step time")
     for size in sizes:
         for task in tasks:
@@ -403,6 +427,8 @@ def main() -> None:
     parser.add_argument("--runs", default=",".join(label for label, _, _ in MEMORY_RUNS),
                         help="--memory: comma-separated runs (ours, ours-ckpt, diffusers)")
     parser.add_argument("--keep", metavar="DIR", help="--memory: prepare the models in DIR once and reuse them")
+    parser.add_argument("--bf16", action="store_true",
+                        help="both sides compute in bfloat16 (fast on CPUs with AMX or AVX512-BF16)")
     parser.add_argument("--worker", choices=["ours", "diffusers", "convert"], help=argparse.SUPPRESS)
     parser.add_argument("--gradient-checkpointing", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--task", choices=["ti", "lora"], help=argparse.SUPPRESS)
@@ -410,6 +436,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--no-cache", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bf16:
+        os.environ[BF16_ENV] = "1"  # the workers inherit it
     if args.worker == "convert":
         print(json.dumps(convert(args.root)))
         return

@@ -197,13 +197,13 @@ class StableDiffusion:
             latents = mean + std * noise
         return ops.convert_to_numpy(latents * self.config.scaling_factor)
 
-    def decode_latents(self, latents) -> np.ndarray:
-        """Scaled latents -> uint8 images (B, H, W, 3)."""
-        images = self._compiled(self.vae_decoder)(ops.convert_to_tensor(latents) / self.config.scaling_factor)
-        return to_uint8(images)
+    def decode_latents(self, latents, jit_compile: bool = False) -> np.ndarray:
+        """Scaled latents -> uint8 images (B, H, W, 3); ``jit_compile``: the decoder compiled with XLA."""
+        decoder = self._compiled(self.vae_decoder, jit_compile)
+        return to_uint8(decoder(ops.convert_to_tensor(latents) / self.config.scaling_factor))
 
     @staticmethod
-    def _compiled(part: keras.Model):
+    def _compiled(part: keras.Model, jit_compile: bool = False):
         """``part`` as a tf.function kept on the part itself; after a second batch size it traces
         one graph for any batch size (``reduce_retracing``), so batches of changing size (the
         distinct prompts of each batch) do not trace again.
@@ -212,12 +212,13 @@ class StableDiffusion:
         anew instead of running a graph that lacks them.
         """
         cache = part.__dict__.setdefault("_kerasemote_compiled", {})
-        key = len(part.weights)
+        key = (len(part.weights), jit_compile)
         if key not in cache:
             import tensorflow as tf
 
-            cache.clear()
-            cache[key] = tf.function(part.__call__, reduce_retracing=True)
+            for stale in [k for k in cache if k[0] != key[0]]:
+                del cache[stale]
+            cache[key] = tf.function(part.__call__, reduce_retracing=True, jit_compile=jit_compile)
         return cache[key]
 
     # ------------------------------------------------------------------ generation

@@ -34,7 +34,7 @@ class DiffusionModel(Protocol):
 
     def encode_images(self, images: np.ndarray, seed: int | None = None) -> np.ndarray: ...
 
-    def decode_latents(self, latents: Any) -> np.ndarray: ...
+    def decode_latents(self, latents: Any, jit_compile: bool = False) -> np.ndarray: ...
 
 
 IMAGE_TO_IMAGE_STRENGTH = 0.8
@@ -235,7 +235,7 @@ def generate(
         set_alpha_to_one: DDIM's final alpha (``ddim-kerascv`` sets it).
         context: encoded prompts (N, 77, dim) instead of ``prompt`` (interpolation).
         negative_context: encoded negative prompts to pair with ``context``.
-        jit_compile: compile the UNet with XLA.
+        jit_compile: compile the UNet and the VAE decoder with XLA.
         return_latents: return the final latents instead of decoded images.
         progress: show a progress bar.
 
@@ -324,7 +324,7 @@ def generate(
                              "stopped before decoding them into black images.")
     if return_latents:
         return np.asarray(latents)
-    return model.decode_latents(latents)
+    return model.decode_latents(latents, jit_compile=jit_compile)
 
 
 def _require_finite(values: np.ndarray, what: str, cause: str) -> None:

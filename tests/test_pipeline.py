@@ -80,6 +80,15 @@ def test_jit_compile_gives_the_same_latents(model):
     np.testing.assert_allclose(a, b, atol=1e-3)
 
 
+def test_jit_compile_decodes_with_xla_to_the_same_images(model):
+    a = model.generate("a smile", seed=4, **FAST)
+    b = model.generate("a smile", seed=4, jit_compile=True, **FAST)
+    compiled = model.vae_decoder.__dict__["_kerasemote_compiled"]
+    assert {jit for _, jit in compiled} == {False, True}
+    assert all(f._jit_compile == jit for (_, jit), f in compiled.items())
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
+
+
 def test_model_directory_round_trip_keeps_outputs_and_placeholders(model, tmp_path):
     model.add_placeholder("<broccoli>", num_vectors=2, init="broccoli")
     model.save(str(tmp_path / "m"))

@@ -48,7 +48,7 @@ def register(subparsers) -> None:
         help="how the steps are spread over the schedule (default leading; trailing for flow models)",
     )
     p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (default 0)")
-    p.add_argument("--jit-compile", action="store_true", help="compile the UNet with XLA")
+    p.add_argument("--jit-compile", action="store_true", help="compile the UNet and the VAE decoder with XLA")
     add_adapter_arguments(
         p,
         embeddings_help="textual-inversion files (.npz/.npy/embeddings.json) or run folders whose tokens the "
