@@ -41,6 +41,19 @@ def test_multi_head_attention_equals_per_head_softmax_attention():
     np.testing.assert_allclose(multi_head_attention(q, k, v, heads), expected, atol=1e-5)
 
 
+def test_bfloat16_attention_keeps_its_scores_in_bfloat16_and_follows_float32():
+    q, k, v = _random(2, 64, 8, seed=1), _random(2, 64, 8, seed=2), _random(2, 64, 8, seed=3)
+    expected = multi_head_attention(q, k, v, 2)
+    traced = tf.function(lambda q, k, v: multi_head_attention(q, k, v, 2))
+    low = [tf.cast(x, tf.bfloat16) for x in (q, k, v)]
+    got = traced(*low)
+    # No float32 copy of the (B, h, N, M) scores: at 512 px those are 1 GiB that a cast writes and reads back.
+    graph = traced.get_concrete_function(*low).graph
+    assert not [op for op in graph.get_operations() if op.outputs and op.outputs[0].dtype == tf.float32]
+    assert got.dtype == tf.bfloat16
+    np.testing.assert_allclose(tf.cast(got, tf.float32), expected, atol=0.05)
+
+
 def test_attention_one_batch_item_at_a_time_equals_all_at_once(monkeypatch):
     q, k, v = _random(3, 6, 8, seed=1), _random(3, 5, 8, seed=2), _random(3, 5, 8, seed=3)
     whole = multi_head_attention(q, k, v, 2)

@@ -169,6 +169,11 @@ def _query_rows(batch, heads: int, keys) -> int:
 def _attend(q, k, v):
     """softmax(q k^T) v over the last two axes; (..., N, d), (..., M, d) -> (..., N, d)."""
     scores = tf.linalg.matmul(q, k, transpose_b=True)  # (..., N, M)
+    if q.dtype == tf.bfloat16:
+        # bfloat16 has float32's range, so the softmax stays in it: a float32 copy of the scores (1 GiB for a
+        # 512 px self-attention with guidance) took 0.9 of the 4.3 s of an sd-v1 UNet call on a CPU.
+        return tf.linalg.matmul(tf.nn.softmax(scores, axis=-1), v)
+    # float16 scores may round large logits coarsely: its softmax runs in float32.
     weights = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), q.dtype)
     return tf.linalg.matmul(weights, v)
 
