@@ -321,8 +321,8 @@ def run_tables(configs: list[str], sizes: list[int], batches: list[int], steps: 
     """Measure and print every config's table (``bench/gpu.py`` calls this too)."""
     import keras
 
-    if settings.bf16:  # ours and keras-cv compute in bfloat16 (weights float32); diffusers holds bfloat16 weights
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    if settings.bf16:  # every pipeline holds bfloat16 weights and computes in bfloat16, as diffusers' .to(bfloat16)
+        keras.mixed_precision.set_global_policy("bfloat16")
     for config_name in configs:
         built = build(config_name, frameworks, settings)
         config_sizes = [built["config"].image_size] if config_name == "tiny" else sizes
@@ -353,8 +353,8 @@ def main() -> None:
     parser.add_argument("--no-stages", action="store_true", help="skip the per-stage breakdown")
     parser.add_argument("--jit", action="store_true", help="XLA for ours and keras-cv")
     parser.add_argument("--bf16", action="store_true",
-                        help="every pipeline in bfloat16: ours and keras-cv through Keras' mixed_bfloat16 policy, "
-                             "diffusers with bfloat16 weights (fast on CPUs with AMX or AVX512-BF16)")
+                        help="every pipeline with bfloat16 weights and compute: ours and keras-cv under Keras' "
+                             "bfloat16 policy, diffusers .to(torch.bfloat16) (fast on CPUs with AMX or AVX512-BF16)")
     parser.add_argument("--first-image", action="store_true",
                         help="also time loading saved sd-v1 files up to the first image (bench/first_image.py)")
     args = parser.parse_args()

@@ -22,6 +22,40 @@ def test_same_conv_equals_explicit_padding_then_valid_conv():
     np.testing.assert_allclose(same(x), padded(pad(x, 1)), atol=1e-5)
 
 
+def test_small_convolutions_run_as_a_patch_matmul_with_the_convolutions_result(monkeypatch):
+    from kerasemote.models import lora_layers
+
+    for kernel, stride, padding, shape in ((3, 1, "same", (2, 4, 4, 6)), (3, 1, "valid", (1, 6, 5, 6)),
+                                           (3, 2, "valid", (2, 9, 9, 6)), (1, 1, "valid", (2, 3, 3, 6))):
+        layer = lora_layers.Conv2D(5, kernel, strides=stride, padding=padding)
+        layer.build(shape)
+        layer.kernel.assign(_random(kernel, kernel, 6, 5, seed=1))
+        x = _random(*shape, seed=2)
+        expected = tf.nn.conv2d(x, layer.kernel, stride, padding.upper()) + layer.bias
+        calls = []
+        monkeypatch.setattr(lora_layers, "patch_matmul", lambda *a, f=lora_layers.patch_matmul: calls.append(1) or f(*a))
+        np.testing.assert_allclose(layer(x), expected, atol=1e-5)
+        assert calls, (kernel, stride, padding)
+        monkeypatch.undo()
+    big = lora_layers.Conv2D(5, 3, padding="same")
+    calls = []
+    monkeypatch.setattr(lora_layers, "patch_matmul", lambda *a: calls.append(1))
+    big(_random(2, 16, 16, 6))  # 512 output positions: a convolution
+    assert not calls
+
+
+def test_small_convolutions_stay_convolutions_in_a_training_pass(monkeypatch):
+    from kerasemote.models import lora_layers, recompute
+
+    layer = lora_layers.Conv2D(5, 3, padding="same")
+    layer.build((2, 4, 4, 6))
+    calls = []
+    monkeypatch.setattr(lora_layers, "patch_matmul", lambda *a: calls.append(1))
+    monkeypatch.setattr(recompute, "training", lambda: True)
+    layer(_random(2, 4, 4, 6))
+    assert not calls
+
+
 def test_nearest_upsample_repeats_each_pixel_two_by_two_in_a_traced_graph():
     x = _random(2, 3, 5, 4)
     traced = tf.function(nearest_upsample, input_signature=[tf.TensorSpec((None, None, None, 4))])
