@@ -27,11 +27,9 @@ Prints seconds per step, ours / diffusers (lower is better for us), peak RSS. Ou
 model directory converted once beforehand (in its own process), as ``kerasemote train`` does, under the
 allocator the command line chooses (``TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1`` unless set otherwise).
 
-``--memory``: sd-v1, batch 1, each size in ``--sizes``; for textual inversion and LoRA, ours
-without and with gradient checkpointing and diffusers' step, each in its own process (peak RSS
-is the process's whole life: loading included; the peak after loading, from the steps' start,
-is printed beside it). Prints the peak of each, ours / diffusers, what checkpointing saves, and its
-step-time cost. Available memory is printed before each run; a
+``--memory``: sd-v1, batch 1, each size in ``--sizes``; textual inversion and LoRA, ours without and with
+gradient checkpointing and diffusers' step, each in its own process (peak RSS over the process's whole life, and
+from the steps' start). Prints each peak, ours / diffusers, what checkpointing saves and its step-time cost; a
 run the kernel kills for memory is reported as not fitting.
 """
 
@@ -53,18 +51,21 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, HERE)
+
+from train_tables import memory_table, report  # noqa: E402
 
 TOKEN, INIT_WORD = "<emoji>", "face"
 CAPTION = f"a photo of a {TOKEN}"
 LORA_CAPTION = "a photo of an emoji"
 RANK = 4
 LEARNING_RATES = {"ti": 5e-3, "lora": 1e-4}
-# Set by --bf16 for every worker: both sides compute in bfloat16 (ours: Keras' mixed_bfloat16 policy; diffusers:
-# its recipes' --mixed_precision bf16, frozen parts in bfloat16, trained parameters float32, under autocast).
-BF16_ENV = "KERASEMOTE_BENCH_BF16"
+BF16_ENV = "KERASEMOTE_BENCH_BF16"  # set by --bf16 for every worker
 
 
 def bf16() -> bool:
+    """Both sides in bfloat16: ours under Keras' mixed_bfloat16 policy; diffusers as its recipes' --mixed_precision
+    bf16 (frozen parts held in bfloat16, trained parameters float32, autocast)."""
     return os.environ.get(BF16_ENV) == "1"
 
 
@@ -376,43 +377,8 @@ def bench_memory(sizes: list[int], warm: int, steps: int, keep: str | None = Non
                     print(f"sd-v1 {size}px {task:4s} {label:10s} {r['median_s']:7.2f} s/step  RSS loaded "
                           f"{r['loaded_rss_mib'] / 1024:5.2f} GiB, peak {r['peak_rss_mib'] / 1024:5.2f} GiB, "
                           f"peak after loading {r['train_peak_rss_mib'] / 1024:5.2f} GiB", flush=True)
-    memory_table(results, sizes, tasks)
-
-
-def memory_table(results: dict[tuple[int, str, str], dict], sizes: list[int], tasks: tuple[str, ...]) -> None:
-    """Peaks in GiB, ours / diffusers, what checkpointing saves and its step-time cost; "-" where not measured."""
-    def peak(r):
-        return r["peak_rss_mib"] / 1024 if r and not r.get("killed") else None
-
-    def ratio(a, b, fmt):
-        return fmt.format(a / b) if a and b else "-"
-
-    print(f"\n{'bfloat16' if bf16() else 'float32'}, batch 1")
-    print("  px  task  peak GiB: ours  ours ckpt  diffusers  ours/diffusers  ckpt/diffusers  ckpt saves  "
-          "ckpt step time")
-    for size in sizes:
-        for task in tasks:
-            plain, ckpt, theirs_r = (results.get((size, task, label)) for label, _, _ in MEMORY_RUNS)
-            p, c, d = peak(plain), peak(ckpt), peak(theirs_r)
-            saves = f"{1 - c / p:.0%}" if p and c else "-"
-            time_cost = ratio(c and ckpt["median_s"], p and plain["median_s"], "{:.2f}x")
-            cells = [f"{x:.2f}" if x else ("killed" if r and r.get("killed") else "-")
-                     for x, r in ((p, plain), (c, ckpt), (d, theirs_r))]
-            print(f"{size:4d}  {task:4s}  {cells[0]:>14s}  {cells[1]:>9s}  {cells[2]:>9s}  "
-                  f"{ratio(p, d, '{:.2f}'):>14s}  {ratio(c, d, '{:.2f}'):>14s}  {saves:>10s}  {time_cost:>13s}")
-
-
-def report(all_results: dict[tuple[str, int], dict[str, dict]]) -> None:
-    print("\nconfig     px  task  ours s/step  diffusers s/step  ours/diffusers  "
-          "no-cache/cache  peak RSS ours/diffusers (MiB)")
-    for (name, size), r in all_results.items():
-        for task in ("ti", "lora"):
-            ours_r, theirs_r = r[f"{task} ours"], r[f"{task} diffusers"]
-            speedup = (f"{r['lora ours no-cache']['median_s'] / ours_r['median_s']:14.2f}"
-                       if task == "lora" else f"{'-':>14s}")
-            print(f"{name:8s} {size:4d}  {task:4s}  {ours_r['median_s']:11.3f}  {theirs_r['median_s']:16.3f}  "
-                  f"{ours_r['median_s'] / theirs_r['median_s']:14.2f}  {speedup}  "
-                  f"{ours_r['peak_rss_mib']:8.0f} / {theirs_r['peak_rss_mib']:.0f}")
+    memory_table(results, sizes, tasks, tuple(label for label, _, _ in MEMORY_RUNS),
+                 "bfloat16" if bf16() else "float32")
 
 
 def main() -> None:
