@@ -451,39 +451,23 @@ def test_cli_trains_textual_inversion_and_generate_uses_embeddings_and_lora(emoj
 # ---------------------------------------------------------------------- precision and XLA
 
 
-@pytest.mark.slow  # float16 kernels are slow on CPU: ~25 s
-def test_mixed_float16_trains_with_loss_scaling(emoji_dir, base_dir, tmp_path):
+@pytest.mark.parametrize("policy", [pytest.param("mixed_float16", marks=pytest.mark.slow),  # slow kernels on CPU
+                                    "mixed_bfloat16"])
+def test_mixed_precision_trains_with_loss_scaling_for_float16_only(emoji_dir, base_dir, tmp_path, policy):
     import keras
 
-    keras.mixed_precision.set_global_policy("mixed_float16")
+    keras.mixed_precision.set_global_policy(policy)
     try:
         model = fresh(base_dir)
-        assert model.unet.compute_dtype == "float16"
+        assert model.unet.compute_dtype == policy.split("_")[1]
         data = load_training_images(emoji_dir, SIZE)
         result = train(model, LoRA(rank=2), data, quick(steps=3, learning_rate=0.01), str(tmp_path))
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert result.status == "completed" and all(np.isfinite(result.losses))
     arrays, _ = load_checkpoint(result.checkpoint)
-    assert any("dynamic_scale" in key for key in arrays)  # the loss scale is part of the resumable state
-    b = [v for k, v in arrays.items() if k.endswith("lora_kernel_b") and k.startswith("model/")]
-    assert b and all(np.any(v != 0) for v in b)
-
-
-def test_bfloat16_trains_without_loss_scaling_and_saves_float32(emoji_dir, base_dir, tmp_path):
-    import keras
-
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
-        model = fresh(base_dir)
-        assert model.unet.compute_dtype == "bfloat16"
-        data = load_training_images(emoji_dir, SIZE)
-        result = train(model, LoRA(rank=2), data, quick(steps=3, learning_rate=0.01), str(tmp_path))
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    assert result.status == "completed" and all(np.isfinite(result.losses))
-    arrays, _ = load_checkpoint(result.checkpoint)
-    assert not any("dynamic_scale" in key for key in arrays)  # bfloat16 has float32's range: no loss scale
+    # float16's loss scale is part of the resumable state; bfloat16 has float32's range and needs none.
+    assert any("dynamic_scale" in key for key in arrays) == (policy == "mixed_float16")
     b = [v for k, v in arrays.items() if k.endswith("lora_kernel_b") and k.startswith("model/")]
     assert b and all(v.dtype == np.float32 and np.any(v != 0) for v in b)
 
