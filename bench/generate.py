@@ -333,7 +333,8 @@ def run_tables(configs: list[str], sizes: list[int], batches: list[int], steps: 
                 rows.append((size, batch, totals, breakdown))
                 print(f"{config_name} {size} px batch {batch}: "
                       + ", ".join(f"{k} {v:.2f} s" for k, v in totals.items()), flush=True)
-        print_tables(f"{config_name}, {'bfloat16' if settings.bf16 else 'float32'}, {steps} DDIM steps, guidance {GUIDANCE}, best of {repeats} "
+        precision = "bfloat16" if settings.bf16 else "float16" if settings.mixed else "float32"
+        print_tables(f"{config_name}, {precision}, {steps} DDIM steps, guidance {GUIDANCE}, best of {repeats} "
                      "(interleaved)", rows, steps)
         del built
 

@@ -25,6 +25,7 @@ def test_same_conv_equals_explicit_padding_then_valid_conv():
 def test_small_convolutions_run_as_a_patch_matmul_with_the_convolutions_result(monkeypatch):
     from kerasemote.models import lora_layers
 
+    monkeypatch.setattr(lora_layers, "_cpu_only", lambda: True)  # as on a machine without a GPU
     for kernel, stride, padding, shape in ((3, 1, "same", (2, 4, 4, 6)), (3, 1, "valid", (1, 6, 5, 6)),
                                            (3, 2, "valid", (2, 9, 9, 6)), (1, 1, "valid", (2, 3, 3, 6))):
         layer = lora_layers.Conv2D(5, kernel, strides=stride, padding=padding)
@@ -36,7 +37,11 @@ def test_small_convolutions_run_as_a_patch_matmul_with_the_convolutions_result(m
         monkeypatch.setattr(lora_layers, "patch_matmul", lambda *a, f=lora_layers.patch_matmul: calls.append(1) or f(*a))
         np.testing.assert_allclose(layer(x), expected, atol=1e-5)
         assert calls, (kernel, stride, padding)
-        monkeypatch.undo()
+        # A graph traced for any batch size decides when it runs: 2 images a matmul, 40 a convolution.
+        traced = tf.function(layer, input_signature=[tf.TensorSpec((None, *shape[1:]))])
+        for batch in (2, 40):
+            np.testing.assert_allclose(traced(np.concatenate([x] * batch)[:batch]),
+                                       np.concatenate([expected] * batch)[:batch], atol=1e-5)
     big = lora_layers.Conv2D(5, 3, padding="same")
     calls = []
     monkeypatch.setattr(lora_layers, "patch_matmul", lambda *a: calls.append(1))
@@ -47,6 +52,7 @@ def test_small_convolutions_run_as_a_patch_matmul_with_the_convolutions_result(m
 def test_small_convolutions_stay_convolutions_in_a_training_pass(monkeypatch):
     from kerasemote.models import lora_layers, recompute
 
+    monkeypatch.setattr(lora_layers, "_cpu_only", lambda: True)
     layer = lora_layers.Conv2D(5, 3, padding="same")
     layer.build((2, 4, 4, 6))
     calls = []

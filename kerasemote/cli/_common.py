@@ -37,7 +37,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mixed-precision", nargs="?", const="float16", choices=tuple(PRECISION_POLICIES), metavar="DTYPE",
         help="compute in float16 (the default DTYPE, for GPUs) or bfloat16 (GPUs and TPUs that have it, and CPUs "
-             "with AMX or AVX512-BF16, where it generates in less than half the float32 time); weights stay float32",
+             "with AMX or AVX512-BF16, where it generates much faster than float32: docs/benchmarks.md); weights stay "
+             "float32",
     )
 
 
@@ -56,13 +57,13 @@ def load_model_from_args(args: argparse.Namespace) -> Any:
 
 
 def precision_warning(dtype: str, cpu_flags: set[str] | None = None, gpus: int | None = None) -> str | None:
-    """Why ``--mixed-precision DTYPE`` is likely slower than float32 here, or None: float16 without a GPU, or
-    bfloat16 on a CPU whose flags (``/proc/cpuinfo``; unknown elsewhere: no warning) lack AMX and AVX512-BF16."""
+    """Why ``--mixed-precision DTYPE`` is likely slower than float32 here, or None: float16 without a GPU (or
+    TPU: ``gpus`` counts both), or bfloat16 on a CPU whose flags (``/proc/cpuinfo``; unknown elsewhere: no warning) lack AMX and AVX512-BF16."""
     if gpus is None:
         import tensorflow as tf
 
-        gpus = len(tf.config.list_physical_devices("GPU"))
-    if gpus:
+        gpus = len(tf.config.list_physical_devices("GPU") + tf.config.list_logical_devices("TPU"))
+    if gpus:  # a GPU or TPU computes it
         return None
     if dtype == "float16":
         return "--mixed-precision float16 without a GPU: CPUs compute float16 slowly; use bfloat16 or float32."

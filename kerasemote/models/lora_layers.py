@@ -10,7 +10,8 @@ small ``x A`` beyond what the frozen layer keeps.
 Everything else is Keras' own: ``enable_lora`` adds the same ``lora_kernel_a`` and
 ``lora_kernel_b`` variables (their paths, LoRA files and merged saves do not change), and a
 layer without LoRA runs Keras' ``call``. Inside ``skip_init.skip_random_init()`` (a part built
-to be loaded) their variables start at zeros instead of random draws.
+to be loaded) their variables start at zeros instead of random draws. A small convolution in an inference pass on
+a CPU runs as a matmul over its input patches (``SMALL_CONV_POSITIONS``), with or without LoRA.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from kerasemote.models import recompute, skip_init
 
 SMALL_CONV_POSITIONS = 256
 """A convolution with at most this many output positions (batch x height x width), in an inference pass on a
-CPU, runs as one matmul over its input patches. oneDNN reorders a convolution's kernel into its blocked layout on
-every call (TensorFlow keeps the reordered kernel only for constant kernels); at sd-v1's 4x4 and 8x8 levels that
-reorder costs more than the convolution itself (a 3x3 2560 -> 1280 convolution of a guided 256 px batch: 31 ms
+CPU (``recompute.training()`` false: a training step's convolutions stay convolutions), runs as one matmul over
+its input patches. oneDNN reorders a convolution's kernel into its blocked layout on every call (TensorFlow keeps
+the reordered kernel only for constant kernels); at sd-v1's 4x4 and 8x8 levels that reorder costs more than the convolution itself (a 3x3 2560 -> 1280 convolution of a guided 256 px batch: 31 ms
 as a convolution, 7 ms as a matmul in bfloat16; 61 and 13 ms in float32, on 2 CPU cores). From about 512
 positions on, the convolution is faster."""
 
@@ -59,22 +60,33 @@ class Conv2D(keras.layers.Conv2D):
         return super().add_weight(*args, initializer=skip_init.initializer(initializer), **kwargs)
 
     def convolution_op(self, inputs, kernel):
-        if self._as_matmul(inputs):
-            return patch_matmul(inputs, kernel, self.strides[0], self.padding)
-        return super().convolution_op(inputs, kernel)
+        positions = self._patch_positions(inputs)
+        if positions is None:
+            return super().convolution_op(inputs, kernel)
 
-    def _as_matmul(self, inputs) -> bool:
+        def as_matmul():
+            return patch_matmul(inputs, kernel, self.strides[0], self.padding)
+
+        if isinstance(positions, int):
+            return as_matmul() if positions <= SMALL_CONV_POSITIONS else super().convolution_op(inputs, kernel)
+        # A batch of unknown size (a graph traced for any batch): decided when it runs.
+        return tf.cond(positions <= SMALL_CONV_POSITIONS, as_matmul, lambda: super(Conv2D, self).convolution_op(
+            inputs, kernel))
+
+    def _patch_positions(self, inputs):
+        """Output positions (batch x height x width; a tensor when the batch is unknown) where a patch matmul may
+        replace the convolution, or None where it may not: a training pass, a GPU or TPU, unknown sides."""
         if (self.data_format != "channels_last" or self.groups != 1 or tuple(self.dilation_rate) != (1, 1)
                 or self.strides[0] != self.strides[1] or recompute.training() or not _cpu_only()):
-            return False
+            return None
         batch, height, width = inputs.shape[:3]
-        if None in (batch, height, width):
-            return False
-        if self.padding == "valid":  # output positions
+        if height is None or width is None:
+            return None
+        if self.padding == "valid":
             height, width = ((n - k) // self.strides[0] + 1 for n, k in zip((height, width), self.kernel_size))
         else:
             height, width = (-(-n // self.strides[0]) for n in (height, width))
-        return batch * height * width <= SMALL_CONV_POSITIONS
+        return (batch if batch is not None else tf.shape(inputs)[0]) * height * width
 
     def call(self, inputs):
         if not self.lora_enabled or self.data_format != "channels_last" or self.groups != 1:
