@@ -58,7 +58,8 @@ def load_model_from_args(args: argparse.Namespace) -> Any:
 
 def precision_warning(dtype: str, cpu_flags: set[str] | None = None, gpus: int | None = None) -> str | None:
     """Why ``--mixed-precision DTYPE`` is likely slower than float32 here, or None: float16 without a GPU (or
-    TPU: ``gpus`` counts both), or bfloat16 on a CPU whose flags (``/proc/cpuinfo``; unknown elsewhere: no warning) lack AMX and AVX512-BF16."""
+    TPU: ``gpus`` counts both), or bfloat16 on a CPU whose flags (``/proc/cpuinfo``; unknown elsewhere: no
+    warning) lack AMX and AVX512-BF16."""
     if gpus is None:
         import tensorflow as tf
 

@@ -28,9 +28,10 @@ SMALL_CONV_POSITIONS = 256
 """A convolution with at most this many output positions (batch x height x width), in an inference pass on a
 CPU (``recompute.training()`` false: a training step's convolutions stay convolutions), runs as one matmul over
 its input patches. oneDNN reorders a convolution's kernel into its blocked layout on every call (TensorFlow keeps
-the reordered kernel only for constant kernels); at sd-v1's 4x4 and 8x8 levels that reorder costs more than the convolution itself (a 3x3 2560 -> 1280 convolution of a guided 256 px batch: 31 ms
-as a convolution, 7 ms as a matmul in bfloat16; 61 and 13 ms in float32, on 2 CPU cores). From about 512
-positions on, the convolution is faster."""
+the reordered kernel only for constant kernels); at sd-v1's 4x4 and 8x8 levels that reorder costs more than the
+convolution itself (a 3x3 2560 -> 1280 convolution of a guided 256 px batch: 31 ms as a convolution, 7 ms as a
+matmul in bfloat16; 61 and 13 ms in float32, on 2 CPU cores). From about 512 positions on, the convolution is
+faster."""
 
 
 class Dense(keras.layers.Dense):
