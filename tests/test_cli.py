@@ -162,13 +162,13 @@ def test_mixed_precision_takes_float16_bare_or_bfloat16_by_name(model_dir, monke
 def test_mixed_precision_warns_where_it_would_run_slower_than_float32():
     from kerasemote.cli._common import precision_warning
 
-    assert precision_warning("bfloat16", {"avx512f", "amx_bf16"}, gpus=0) is None
-    assert precision_warning("bfloat16", {"avx512f", "avx512_bf16"}, gpus=0) is None
-    assert "emulated" in precision_warning("bfloat16", {"avx2", "fma"}, gpus=0)
-    assert precision_warning("bfloat16", set(), gpus=0) is None  # flags unknown (not Linux): no guess
-    assert "without a GPU" in precision_warning("float16", {"amx_bf16"}, gpus=0)
-    assert precision_warning("float16", {"avx2"}, gpus=1) is None
-    assert precision_warning("bfloat16", {"avx2"}, gpus=1) is None
+    assert precision_warning("bfloat16", {"avx512f", "amx_bf16"}, accelerator=False) is None
+    assert precision_warning("bfloat16", {"avx512f", "avx512_bf16"}, accelerator=False) is None
+    assert "emulated" in precision_warning("bfloat16", {"avx2", "fma"}, accelerator=False)
+    assert precision_warning("bfloat16", set(), accelerator=False) is None  # flags unknown (not Linux): no guess
+    assert "without a GPU" in precision_warning("float16", {"amx_bf16"}, accelerator=False)
+    assert precision_warning("float16", {"avx2"}, accelerator=True) is None
+    assert precision_warning("bfloat16", {"avx2"}, accelerator=True) is None
 
 
 @pytest.mark.parity

@@ -25,7 +25,7 @@ def test_same_conv_equals_explicit_padding_then_valid_conv():
 def test_small_convolutions_run_as_a_patch_matmul_with_the_convolutions_result(monkeypatch):
     from kerasemote.models import lora_layers
 
-    monkeypatch.setattr(lora_layers, "_cpu_only", lambda: True)  # as on a machine without a GPU
+    monkeypatch.setattr(lora_layers, "accelerator_visible", lambda: False)  # as on a machine without a GPU
     original = lora_layers.patch_matmul
     for kernel, stride, padding, shape in ((3, 1, "same", (2, 4, 4, 6)), (3, 1, "valid", (1, 6, 5, 6)),
                                            (3, 2, "valid", (2, 9, 9, 6)), (1, 1, "valid", (2, 3, 3, 6))):
@@ -53,7 +53,7 @@ def test_small_convolutions_run_as_a_patch_matmul_with_the_convolutions_result(m
 def test_small_convolutions_stay_convolutions_in_a_training_pass(monkeypatch):
     from kerasemote.models import lora_layers, recompute
 
-    monkeypatch.setattr(lora_layers, "_cpu_only", lambda: True)
+    monkeypatch.setattr(lora_layers, "accelerator_visible", lambda: False)
     layer = lora_layers.Conv2D(5, 3, padding="same")
     layer.build((2, 4, 4, 6))
     calls = []

@@ -56,15 +56,16 @@ def load_model_from_args(args: argparse.Namespace) -> Any:
     return load_model(args.model, weights=args.weights or None)
 
 
-def precision_warning(dtype: str, cpu_flags: set[str] | None = None, gpus: int | None = None) -> str | None:
+def precision_warning(dtype: str, cpu_flags: set[str] | None = None,
+                      accelerator: bool | None = None) -> str | None:
     """Why ``--mixed-precision DTYPE`` is likely slower than float32 here, or None: float16 without a GPU (or
-    TPU: ``gpus`` counts both), or bfloat16 on a CPU whose flags (``/proc/cpuinfo``; unknown elsewhere: no
-    warning) lack AMX and AVX512-BF16."""
-    if gpus is None:
-        import tensorflow as tf
+    TPU: ``accelerator``, default whether one is visible), or bfloat16 on a CPU whose flags
+    (``/proc/cpuinfo``; unknown elsewhere: no warning) lack AMX and AVX512-BF16."""
+    if accelerator is None:
+        from kerasemote.models.devices import accelerator_visible
 
-        gpus = len(tf.config.list_physical_devices("GPU") + tf.config.list_logical_devices("TPU"))
-    if gpus:  # a GPU or TPU computes it
+        accelerator = accelerator_visible()
+    if accelerator:  # a GPU or TPU computes it
         return None
     if dtype == "float16":
         return "--mixed-precision float16 without a GPU: CPUs compute float16 slowly; use bfloat16 or float32."

@@ -16,13 +16,12 @@ a CPU runs as a matmul over its input patches (``SMALL_CONV_POSITIONS``), with o
 
 from __future__ import annotations
 
-import functools
-
 import keras
 import tensorflow as tf
 from keras import ops
 
 from kerasemote.models import recompute, skip_init
+from kerasemote.models.devices import accelerator_visible
 
 SMALL_CONV_POSITIONS = 256
 """A convolution with at most this many output positions (batch x height x width), in an inference pass on a
@@ -78,7 +77,7 @@ class Conv2D(keras.layers.Conv2D):
         """Output positions (batch x height x width; a tensor when the batch is unknown) where a patch matmul may
         replace the convolution, or None where it may not: a training pass, a GPU or TPU, unknown sides."""
         if (self.data_format != "channels_last" or self.groups != 1 or tuple(self.dilation_rate) != (1, 1)
-                or self.strides[0] != self.strides[1] or recompute.training() or not _cpu_only()):
+                or self.strides[0] != self.strides[1] or recompute.training() or accelerator_visible()):
             return None
         batch, height, width = inputs.shape[:3]
         if height is None or width is None:
@@ -115,7 +114,3 @@ def patch_matmul(inputs, kernel, stride: int, padding: str):
     return tf.reshape(out, tf.concat([shape[:3], [filters]], 0))  # (B, Ho, Wo, out)
 
 
-@functools.lru_cache(maxsize=1)
-def _cpu_only() -> bool:
-    """No GPU or TPU is visible: where cuDNN or XLA runs the convolutions, they stay convolutions."""
-    return not any(tf.config.list_logical_devices(kind) for kind in ("GPU", "TPU"))
