@@ -1,13 +1,13 @@
 """Vendor styles on a model: does "X emoji in <sN> style" draw X in the style of the vendor <sN> names?
 
     python bench/styles.py --out /tmp/styles                       # kerasemote-tiny, every default
-    python bench/styles.py --out /tmp/styles48 --judge-size 48     # the judge at another input size
+    python bench/styles.py --out /tmp/styles32 --judge-size 32     # the judge at another input size
 
 1. data: Twemoji and OpenMoji (pip packages) and the shipped Noto sample (``noto-sample``, no font needed)
    prepared together at ``--size`` px under ``--out/emoji`` (style tokens noto <s0>, openmoji <s1>,
    twemoji <s2>, as the model was trained);
 2. judge: a ResNet-50 from scratch that tells the three vendors apart, trained on every vendor's image of
-   the training names of ``kerasemote.demo.styles.style_judge_names`` (120 emoji); its accuracy per vendor on
+   the training names of ``kerasemote.demo.styles.style_judge_names`` (400 emoji); its accuracy per vendor on
    the 30 held-out test names is printed and saved, and so is its verdict on the rows' own references
    (each vendor's image of ``ROW_NAMES``, names the judge never saw);
 3. rows: one row per vendor token, ``--per-name`` generations of "<name> emoji in <sN> style" for each of
@@ -107,8 +107,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output folder; a judge already in OUT/judge is reused")
     parser.add_argument("--model", default="kerasemote-tiny")
     parser.add_argument("--size", type=int, default=64, help="side of the prepared images")
-    parser.add_argument("--judge-epochs", type=int, default=15)
-    parser.add_argument("--judge-size", type=int, default=32, help="the judge's input side")
+    parser.add_argument("--judge-epochs", type=int, default=DemoConfig.style_judge_epochs)
+    parser.add_argument("--judge-size", type=int, default=DemoConfig.style_judge_size, help="the judge's input side")
     parser.add_argument("--judge-batch-size", type=int, default=64)
     parser.add_argument("--per-name", type=int, default=4, help="generations per row name (8 names a row)")
     parser.add_argument("--sample-steps", type=int, default=DemoConfig.sample_steps)

@@ -75,7 +75,7 @@ def test_the_shipped_sample_holds_exactly_the_names_the_demo_and_the_judge_need(
             + _name_rows(data.source_records("noto-sample")))
     held = {row["description"] for row in SAMPLE_ROWS}
     train, test = style_judge_names(rows)
-    assert len(train) == 120 and len(test) == 30
+    assert len(train) == 400 and len(test) == 30
     assert set(train) | set(test) | set(ROW_NAMES) | {"broccoli"} <= held
     assert sorted(r["label"] for r in SAMPLE_ROWS if r["label"]).count("happy") == 13
     assert sum(1 for r in SAMPLE_ROWS if r["label"]) == 45

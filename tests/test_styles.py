@@ -98,3 +98,28 @@ def test_a_vendor_without_any_of_the_names_is_an_error(mixed_dir):
     with pytest.raises(ValueError, match=r"no image of vendors \['apple'\]"):
         style_judge_set(mixed_dir, ["thing 1"], 8, vendors=("apple", *VENDORS))
     assert np.all(style_judge_set(mixed_dir, ["thing 1"], 8).labels == [0, 1, 2])
+
+
+def test_the_demos_vendor_judge_trains_and_is_checked_at_its_own_size(mixed_dir, monkeypatch):
+    from kerasemote.demo import judge, styles
+    from kerasemote.demo.result import DemoResult
+    from kerasemote.demo.spec import DemoConfig
+
+    config = DemoConfig(judge_size=32, style_judge_size=48)
+    seen = {}
+
+    def fit_checked_judge(train, test, epochs, config, folder, name, result, log, networks=None, size=None):
+        seen.update(train=train.images.shape, test=test.images.shape, size=size, epochs=epochs)
+        return type("Judge", (), {"class_names": list(VENDORS)})(), 1.0
+
+    monkeypatch.setattr(judge, "fit_checked_judge", fit_checked_judge)
+    monkeypatch.setattr(styles, "style_judge_names", lambda rows: (["thing 0", "thing 1", "thing 2"], ["thing 4"]))
+    result = DemoResult(str(mixed_dir), config)
+    styles.style_judge_for_run(mixed_dir, str(mixed_dir), config, result, lambda line: None)
+    assert seen == {"train": (9, 48, 48, 3), "test": (3, 48, 48, 3), "size": 48, "epochs": config.style_judge_epochs}
+    assert result.judge["style"]["image_size"] == 48
+    # Every other judge network keeps the judges' size.
+    assert judge.judge_settings(config, 3, 0).image_size == 32
+    assert judge.judge_settings(config, 3, 0, 48).image_size == 48
+    with pytest.raises(ValueError, match="style_judge_size must be >= 32"):
+        DemoConfig(style_judge_size=16)

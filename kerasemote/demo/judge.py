@@ -142,18 +142,19 @@ def judge_for_run(data_dir: str, concept_set, out_dir: str, config: DemoConfig, 
     return classifier
 
 
-def judge_settings(config: DemoConfig, epochs: int, seed: int):
-    """How every judge network trains: from scratch at ``config.judge_size``, ``epochs`` epochs without early
-    stopping or a validation split, seeded by ``seed``."""
+def judge_settings(config: DemoConfig, epochs: int, seed: int, size: int | None = None):
+    """How every judge network trains: from scratch at ``size`` px (default ``config.judge_size``), ``epochs``
+    epochs without early stopping or a validation split, seeded by ``seed``."""
     from kerasemote import classification as clf
 
-    return clf.ClassifierTrainConfig(image_size=config.judge_size, weights="none", epochs=epochs,
+    return clf.ClassifierTrainConfig(image_size=size or config.judge_size, weights="none", epochs=epochs,
                                      batch_size=JUDGE_BATCH_SIZE, val_fraction=0.0, patience=epochs, seed=seed)
 
 
 def fit_checked_judge(train, test, epochs: int, config: DemoConfig, folder: str, name: str, result: DemoResult,
-                      log: Callable[[str], None], networks=None, members: int = 1):
-    """``members`` ResNet-50s from scratch at ``config.judge_size`` on ``train`` (LabelledImages), one seed each
+                      log: Callable[[str], None], networks=None, members: int = 1, size: int | None = None):
+    """``members`` ResNet-50s from scratch at ``size`` px (default ``config.judge_size``; the images of ``train``
+    and ``test`` at that size) on ``train`` (LabelledImages), one seed each
     (``config.seed + k``), their probabilities averaged (one network alone, for ``members=1``); saved to
     ``folder`` and checked on the held-out ``test``: ``result.judge["held_out"][name]`` gets its accuracy, and
     ``(judge, seconds)`` comes back. ``networks``: a ``CompiledNetworks`` shared by the run's judges."""
@@ -161,11 +162,12 @@ def fit_checked_judge(train, test, epochs: int, config: DemoConfig, folder: str,
 
     counts = count_names([train.class_names[i] for i in train.labels])
     nets = "ResNet-50" if members == 1 else f"{members} ResNet-50s (one seed each, averaged)"
-    log(f"  {name} judge: {nets} from scratch, {len(train.labels)} images {counts}, {epochs} epochs")
+    size = size or config.judge_size
+    log(f"  {name} judge: {nets} from scratch at {size} px, {len(train.labels)} images {counts}, {epochs} epochs")
     started = time.perf_counter()
     trained = []
     for k in range(members):
-        settings = judge_settings(config, epochs, config.seed + k)
+        settings = judge_settings(config, epochs, config.seed + k, size)
         trained.append(clf.fit_classifier(train, settings, verbose=0, networks=networks)[0])
     judge = trained[0] if members == 1 else clf.EnsembleClassifier(trained)
     seconds = round(time.perf_counter() - started, 1)

@@ -109,6 +109,7 @@ class DemoConfig:
             trained alike and right on 99 % of the held-out stickers each put 0-84 % of one saved
             row of generations in its intended class, by seed (docs/demo.md).
         style_judge_epochs: epochs of the vendor judge.
+        style_judge_size: the vendor judge's input side.
         judge_members: ResNet-50s trained on the four emotions' faces (one seed each) whose
             averaged probabilities split the gate's ``face`` class; see
             :func:`kerasemote.demo.judge.train_judge`.
@@ -175,7 +176,9 @@ class DemoConfig:
                                     "is not used)")
     judge_drawn_faces: int = _opt(120, "drawn faces (the emotion-faces set) of each emotion beside the real faces in "
                                        "the judge")
-    style_judge_epochs: int = _opt(15, "epochs of the vendor judge, a ResNet-50 on the style judge's names")
+    style_judge_epochs: int = _opt(8, "epochs of the vendor judge, a ResNet-50 on the style judge's names")
+    style_judge_size: int = _opt(64, "the vendor judge's input side in pixels: a vendor's outlines and shading are "
+                                     "a pixel or two wide, and at 32 px it tells the vendors apart far less often")
     judge_members: int = _opt(2, "ResNet-50s trained on the four emotions' faces, one seed each, whose averaged "
                                  "probabilities say which emotion a face shows")
     judge_faces: int | None = _opt(None, "emotion faces in the gate's 'face' class, drawn evenly over the "
@@ -215,8 +218,9 @@ class DemoConfig:
             (self.sticker_lora_steps >= 0 and self.sticker_lora_batch_size >= 1 and self.sticker_lora_rank >= 1
              and self.sticker_lora_learning_rate > 0, "the sticker LoRA's steps must be >= 0, its batch size and "
              "rank >= 1 and its learning rate positive"),
-            (self.judge_size >= 32 and self.judge_stickers >= 1 and self.judge_drawn_faces >= 0,
-             "judge_size must be >= 32, judge_stickers >= 1 and judge_drawn_faces >= 0"),
+            (self.judge_size >= 32 and self.style_judge_size >= 32 and self.judge_stickers >= 1
+             and self.judge_drawn_faces >= 0,
+             "judge_size and style_judge_size must be >= 32, judge_stickers >= 1 and judge_drawn_faces >= 0"),
             (self.style_judge_epochs >= 1 and self.sticker_judge_epochs >= 1 and self.sticker_judge_members >= 1,
              "style_judge_epochs, sticker_judge_epochs and sticker_judge_members must be >= 1"),
             (concept_slug(self.concept) not in EMOTION_PROMPTS and concept_slug(self.concept) != FACE_CLASS,

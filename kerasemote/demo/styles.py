@@ -42,7 +42,7 @@ CONCEPT = DemoConfig.concept  # the demo's concept (broccoli): kept out of the j
 # car, building, sport, light), drawn by all three vendors; no face, not the concept. Chosen by that rule alone,
 # and kept out of the judge's names, so the judge never saw them in any style.
 ROW_NAMES = ("red apple", "carrot", "sunflower", "dog", "automobile", "house", "soccer ball", "light bulb")
-JUDGE_TRAIN_NAMES = 120
+JUDGE_TRAIN_NAMES = 400
 JUDGE_TEST_NAMES = 30  # 30 held-out images per vendor
 
 
@@ -163,12 +163,13 @@ def style_judge_for_run(data_dir: str, out_dir: str, config: DemoConfig, result,
         result.notes.append(f"the style rows are not scored: {err}")
         log(f"  {result.notes[-1]}")
         return None
-    train = style_judge_set(data_dir, train_names, config.judge_size)
-    test = style_judge_set(data_dir, test_names, config.judge_size)
+    train = style_judge_set(data_dir, train_names, config.style_judge_size)
+    test = style_judge_set(data_dir, test_names, config.style_judge_size)
     judge, seconds = fit_checked_judge(train, test, config.style_judge_epochs, config,
                                        os.path.join(out_dir, "style_classifier"), "style names", result, log,
-                                       networks)
+                                       networks, size=config.style_judge_size)
     result.judge["style"] = {"class_names": list(judge.class_names), "train_names": len(train_names),
                              "train_images": len(train.labels), "epochs": config.style_judge_epochs,
+                             "image_size": config.style_judge_size,
                              "seconds": seconds, "test_names": test_names}
     return judge
