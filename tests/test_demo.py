@@ -259,6 +259,19 @@ def test_the_judges_other_class_holds_no_face_and_not_the_concept():
     assert [r["description"] for r in pool] == ["pizza", "cat"]
 
 
+def test_the_judges_other_class_holds_no_person_and_no_emoticon():
+    people = [("man: bald", "\U0001f468\u200d\U0001f9b2"),  # the base of a skin-toned sequence below
+              ("man: light skin tone, bald", "\U0001f468\U0001f3fb\u200d\U0001f9b2"),
+              ("waving hand", "\U0001f44b\ufe0f"), ("waving hand: dark skin tone", "\U0001f44b\U0001f3ff"),
+              ("grinning cat", "\U0001f63a"), ("see-no-evil monkey", "\U0001f648")]
+    things = [("cat", "\U0001f408"), ("red apple", "\U0001f34e"), ("merperson", "\U0001f9dc")]
+    metadata = [{"file": f"images/{i}.png", "description": name, "emoji": emoji, "label": None, "split": "train"}
+                for i, (name, emoji) in enumerate(people + things)]
+    pool = other_emoji_rows(metadata, "broccoli", [], ("train",))
+    # merperson has no skin-toned row in this set, so nothing marks it as a person here.
+    assert [r["description"] for r in pool] == ["cat", "red apple", "merperson"]
+
+
 def _prepared(tmp_path, rows):
     from PIL import Image
 

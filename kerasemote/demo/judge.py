@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from kerasemote.data.emotions import EMOTION_PROMPTS
+from kerasemote.data.names import VARIATION_SELECTOR
 from kerasemote.demo.result import DemoResult
 from kerasemote.demo.sets import count_names, is_concept
 from kerasemote.demo.spec import FACE_CLASS, OTHER_CLASS, DemoConfig, concept_slug
@@ -92,13 +93,37 @@ def _labelled(files: Sequence[str], labels: Sequence[int], classes: list[str], s
     return LabelledImages(images, np.asarray(labels, np.int64), classes, list(files))
 
 
+# Skin-tone modifiers: an emoji that takes one is a person or a body part (Unicode's Emoji_Modifier_Base).
+_SKIN_TONES = frozenset(map(chr, range(0x1F3FB, 0x1F400)))
+_EMOTICONS = range(0x1F600, 0x1F650)  # the Emoticons block: smileys, cat faces, monkeys, gesturing people
+
+
+def _without_tones(emoji: str) -> str:
+    return "".join(ch for ch in emoji if ch not in _SKIN_TONES and ch != VARIATION_SELECTOR)
+
+
 def other_emoji_rows(metadata: Sequence[dict], concept: str, concept_files: Sequence[str],
                      splits: Sequence[str]) -> list[dict]:
-    """Rows of ``splits`` that are neither a face (no label, no "face" in the name) nor the concept."""
+    """Rows of ``splits`` that show no face and are not the concept.
+
+    Left out: labelled faces, names with "face", emoji of the Emoticons block (cat faces, monkeys,
+    gesturing people), and people and body parts: every emoji that carries a skin tone, and every
+    emoji that some row of ``metadata`` shows with one (``man: bald`` beside ``man: light skin tone,
+    bald``). Those draw heads and faces; as ``other`` they taught the gate that a face in another
+    colour is not a face.
+    """
     taken = {os.path.basename(f) for f in concept_files}
+    people = {_without_tones(str(r.get("emoji") or "")) for r in metadata
+              if _SKIN_TONES & set(str(r.get("emoji") or ""))}
+
+    def shows_a_person(row: dict) -> bool:
+        emoji = str(row.get("emoji") or "")
+        return (bool(_SKIN_TONES & set(emoji)) or (bool(emoji) and _without_tones(emoji) in people)
+                or any(ord(ch) in _EMOTICONS for ch in emoji))
+
     return [r for r in metadata
             if r.get("split") in splits and r.get("label") is None
-            and "face" not in str(r.get("description", "")).lower()
+            and "face" not in str(r.get("description", "")).lower() and not shows_a_person(r)
             and not is_concept(r, concept) and os.path.basename(r["file"]) not in taken]
 
 

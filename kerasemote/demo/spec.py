@@ -183,8 +183,8 @@ class DemoConfig:
                                  "probabilities say which emotion a face shows")
     judge_faces: int | None = _opt(None, "emotion faces in the gate's 'face' class, drawn evenly over the "
                                          "emotions (default: all)")
-    judge_other: int = _opt(60, "images of other emoji (no face, not the concept) in the gate's 'other' class, "
-                                "so that a generation that is neither has a class of its own; 0: none")
+    judge_other: int = _opt(60, "images of other emoji (no face, person or hand; not the concept) in the gate's "
+                                "'other' class, so that a generation that is neither has a class of its own; 0: none")
     num_images: int = _opt(32, "generations scored per prompt")
     seed: int = _opt(0, "seed")
     progress: bool = _opt(True, "progress bars")
