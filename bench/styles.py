@@ -15,7 +15,8 @@
    whose top judge class is the vendor the token names, the predicted vendors, and the row's spread (mean
    per-pixel standard deviation across its images).
 
-The judge is saved to ``--out/judge/`` and reused by a later run with the same ``--out``.
+The judge is saved to ``--out/judge/`` and reused by a later run with the same ``--out`` and the same judge
+size, epochs and number of training names (otherwise it is trained again).
 Writes ``--out/table.json`` (settings, the judge's accuracy, every row, timings), a grid per row under
 ``--out/rows/`` (a line per name, each image labelled with the judge's vendor) and ``--out/references.png``
 (a line per name: its Noto, OpenMoji and Twemoji image).
@@ -102,6 +103,15 @@ def score_row(model, classifier, vendor: str, args) -> tuple[dict, np.ndarray, l
     return row, images, [VENDORS[i] for i in top]
 
 
+def _saved_judge(judge_dir: str) -> dict | None:
+    """The facts of a judge an earlier run saved in ``judge_dir`` (its size, epochs, names), or None."""
+    try:
+        with open(os.path.join(judge_dir, "judge.json"), encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="output folder; a judge already in OUT/judge is reused")
@@ -123,11 +133,12 @@ def main() -> None:
 
     start = time.perf_counter()
     judge_dir = os.path.join(args.out, "judge")
-    if os.path.exists(os.path.join(judge_dir, "judge.json")):  # a later run with other sampling settings
+    judge = _saved_judge(judge_dir)
+    wanted = {"image_size": args.judge_size, "epochs": args.judge_epochs, "train_names": len(style_judge_names(
+        data.read_metadata(emoji_dir))[0])}
+    if judge and all(judge.get(key) == value for key, value in wanted.items()):  # other sampling settings only
         classifier = clf.load_classifier(judge_dir)
-        with open(os.path.join(judge_dir, "judge.json"), encoding="utf-8") as f:
-            judge = json.load(f)
-    else:
+    else:  # none yet, or one trained with other settings: train (and replace) it
         classifier, judge = train_judge(emoji_dir, args)
         clf.save_classifier(classifier, judge_dir)
         with open(os.path.join(judge_dir, "judge.json"), "w", encoding="utf-8") as f:

@@ -236,7 +236,7 @@ class CompiledNetworks:
     (the unused ones masked out of the softmax, so they take no probability and no gradient), and
     the trained weights are copied back into the fresh network. The result is the classifier an
     ordinary fit trains (equal within float rounding), without the tracing. Networks of another
-    image size or other settings get a kept network of their own. The demo's five judges share one.
+    image size or other settings get a kept network of their own. The demo's judges share two (32 and 64 px).
 
     Example:
         >>> networks = CompiledNetworks()

@@ -115,7 +115,7 @@ def run_demo(out_dir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
     with clock.stage("judge"):
         from kerasemote.classification import CompiledNetworks
 
-        networks = CompiledNetworks()  # every judge trains one kept network: its graph is traced once
+        networks = CompiledNetworks()  # one kept network per judge input size: each graph is traced once
         judges = {"content": judge_for_run(data_dir, concept_set, out_dir, config, result, log,
                                            faces_dir=drawn_dirs["faces"], networks=networks),
                   STICKER_JUDGE: sticker_judge_for_run(drawn_dirs["stickers"], data_dir, out_dir, config, result,

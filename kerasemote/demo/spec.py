@@ -101,7 +101,7 @@ class DemoConfig:
             ``<broccoli-sticker>`` token; each is one more scored row, drawn by the stickers' model.
         classifier: a trained classifier folder to use instead of training one.
         classifier_epochs: epochs of each of the judge's ResNet-50s (trained from scratch).
-        judge_size: the judges' input side (generations are resized to it).
+        judge_size: the content and sticker judges' input side (generations are resized to it).
         judge_stickers: stickers of each class in the sticker judge.
         judge_drawn_faces: drawn faces of each emotion beside the real ones in the judge.
         sticker_judge_epochs: epochs of the sticker judge.
@@ -115,7 +115,7 @@ class DemoConfig:
             :func:`kerasemote.demo.judge.train_judge`.
         judge_faces: emotion faces in the gate's ``face`` class (a seeded draw, even over the
             emotions); None: all of them.
-        judge_other: images of other emoji (no face, not the concept) in the gate's
+        judge_other: images of other emoji (no face, person or hand; not the concept) in the gate's
             ``other`` class; 0: no such class (every generation is then called one of the
             four emotions or the concept).
         num_images: generations scored per prompt.
@@ -171,7 +171,7 @@ class DemoConfig:
     sticker_judge_epochs: int = _opt(12, "epochs of the sticker judge, a ResNet-50 on the drawn stickers")
     sticker_judge_members: int = _opt(3, "ResNet-50s in the sticker judge, one seed each, their probabilities "
                                          "averaged (one network's verdicts on generations move with its seed)")
-    judge_size: int = _opt(32, "the judges' input side in pixels (generations are resized to it)")
+    judge_size: int = _opt(32, "the content and sticker judges' input side in pixels (generations are resized to it)")
     judge_stickers: int = _opt(120, "stickers of each class in the sticker judge (the rest of the train split "
                                     "is not used)")
     judge_drawn_faces: int = _opt(120, "drawn faces (the emotion-faces set) of each emotion beside the real faces in "

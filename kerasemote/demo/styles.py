@@ -16,7 +16,7 @@ This module holds the pieces of the vendor-style job that do not depend on how t
 
 Example:
     >>> train_names, test_names = style_judge_names(read_metadata("emoji_64"))
-    >>> judge_train = style_judge_set("emoji_64", train_names, 32)     # classes: noto, openmoji, twemoji
+    >>> judge_train = style_judge_set("emoji_64", train_names, 64)     # classes: noto, openmoji, twemoji
     >>> STYLE_PROMPT.format(name="red apple", token=STYLE_TOKENS["twemoji"])
     'red apple emoji in <s2> style'
 """
