@@ -264,6 +264,8 @@ def test_the_judges_other_class_holds_no_person_and_no_emoticon():
               ("man: light skin tone, bald", "\U0001f468\U0001f3fb\u200d\U0001f9b2"),
               ("waving hand", "\U0001f44b\ufe0f"), ("waving hand: dark skin tone", "\U0001f44b\U0001f3ff"),
               ("grinning cat", "\U0001f63a"), ("see-no-evil monkey", "\U0001f648")]
+    people += [("family: man, woman, boy", "\U0001f468\u200d\U0001f469\u200d\U0001f466"),  # holds the toned man
+               ("ogre", "\U0001f479"), ("zombie", "\U0001f9df"), ("bust in silhouette", "\U0001f464")]
     things = [("cat", "\U0001f408"), ("red apple", "\U0001f34e"), ("merperson", "\U0001f9dc")]
     metadata = [{"file": f"images/{i}.png", "description": name, "emoji": emoji, "label": None, "split": "train"}
                 for i, (name, emoji) in enumerate(people + things)]

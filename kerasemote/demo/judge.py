@@ -13,7 +13,6 @@ from typing import Callable, Sequence
 import numpy as np
 
 from kerasemote.data.emotions import EMOTION_PROMPTS
-from kerasemote.data.names import VARIATION_SELECTOR
 from kerasemote.demo.result import DemoResult
 from kerasemote.demo.sets import count_names, is_concept
 from kerasemote.demo.spec import FACE_CLASS, OTHER_CLASS, DemoConfig, concept_slug
@@ -96,30 +95,34 @@ def _labelled(files: Sequence[str], labels: Sequence[int], classes: list[str], s
 # Skin-tone modifiers: an emoji that takes one is a person or a body part (Unicode's Emoji_Modifier_Base).
 _SKIN_TONES = frozenset(map(chr, range(0x1F3FB, 0x1F400)))
 _EMOTICONS = range(0x1F600, 0x1F650)  # the Emoticons block: smileys, cat faces, monkeys, gesturing people
-
-
-def _without_tones(emoji: str) -> str:
-    return "".join(ch for ch in emoji if ch not in _SKIN_TONES and ch != VARIATION_SELECTOR)
+# Faces and people that take no skin tone and have no "face" in their names: Unicode's face-costume subgroup
+# (ogre, goblin, ghost, alien, alien monster, robot, skull, skull and crossbones, pile of poo), exploding head,
+# and people: family, genie, zombie, people hugging, person fencing, bust and busts in silhouette, speaking head.
+_TONELESS_FACES = frozenset(map(chr, (0x1F479, 0x1F47A, 0x1F47B, 0x1F47D, 0x1F47E, 0x1F916, 0x1F480, 0x2620, 0x1F4A9,
+                                      0x1F92F, 0x1F46A, 0x1F9DE, 0x1F9DF, 0x1FAC2, 0x1F93A, 0x1F464, 0x1F465,
+                                      0x1F5E3)))
 
 
 def other_emoji_rows(metadata: Sequence[dict], concept: str, concept_files: Sequence[str],
                      splits: Sequence[str]) -> list[dict]:
-    """Rows of ``splits`` that show no face and are not the concept.
+    """Rows of ``splits`` that show no face or person and are not the concept.
 
     Left out: labelled faces, names with "face", emoji of the Emoticons block (cat faces, monkeys,
-    gesturing people), and people and body parts: every emoji that carries a skin tone, and every
-    emoji that some row of ``metadata`` shows with one (``man: bald`` beside ``man: light skin tone,
-    bald``). Those draw heads and faces; as ``other`` they taught the gate that a face in another
-    colour is not a face.
+    gesturing people), faces and people that take no skin tone (ogre, ghost, robot, skull, zombie,
+    family...), and people and body parts:
+    every emoji holding a character that carries a skin tone anywhere in ``metadata`` (``man``
+    in ``man: bald`` and in the family sequences). Those draw heads and faces; as ``other`` they
+    taught the gate that a face in another colour is not a face.
     """
     taken = {os.path.basename(f) for f in concept_files}
-    people = {_without_tones(str(r.get("emoji") or "")) for r in metadata
-              if _SKIN_TONES & set(str(r.get("emoji") or ""))}
+    # The character each skin tone follows: the person or body part it colours.
+    toned = {emoji[i - 1] for emoji in (str(r.get("emoji") or "") for r in metadata)
+             for i, ch in enumerate(emoji) if ch in _SKIN_TONES and i > 0}
+    people = toned | _SKIN_TONES | _TONELESS_FACES
 
     def shows_a_person(row: dict) -> bool:
         emoji = str(row.get("emoji") or "")
-        return (bool(_SKIN_TONES & set(emoji)) or (bool(emoji) and _without_tones(emoji) in people)
-                or any(ord(ch) in _EMOTICONS for ch in emoji))
+        return any(ch in people or ord(ch) in _EMOTICONS for ch in emoji)
 
     return [r for r in metadata
             if r.get("split") in splits and r.get("label") is None
