@@ -64,8 +64,7 @@ def _recall(classifier, labelled) -> tuple[dict, dict]:
             {name: int(np.sum(labelled.labels == i)) for i, name in enumerate(labelled.class_names)})
 
 
-def train_judge(emoji_dir: str, args) -> tuple[object, dict]:
-    train_names, test_names = style_judge_names(data.read_metadata(emoji_dir))
+def train_judge(emoji_dir: str, train_names: list[str], test_names: list[str], args) -> tuple[object, dict]:
     train_set = style_judge_set(emoji_dir, train_names, args.size)
     test_set = style_judge_set(emoji_dir, test_names, args.size)
     settings = clf.ClassifierTrainConfig(image_size=args.judge_size, weights="none", epochs=args.judge_epochs,
@@ -134,12 +133,12 @@ def main() -> None:
     start = time.perf_counter()
     judge_dir = os.path.join(args.out, "judge")
     judge = _saved_judge(judge_dir)
-    wanted = {"image_size": args.judge_size, "epochs": args.judge_epochs, "train_names": len(style_judge_names(
-        data.read_metadata(emoji_dir))[0])}
+    train_names, test_names = style_judge_names(data.read_metadata(emoji_dir))
+    wanted = {"image_size": args.judge_size, "epochs": args.judge_epochs, "train_names": len(train_names)}
     if judge and all(judge.get(key) == value for key, value in wanted.items()):  # other sampling settings only
         classifier = clf.load_classifier(judge_dir)
     else:  # none yet, or one trained with other settings: train (and replace) it
-        classifier, judge = train_judge(emoji_dir, args)
+        classifier, judge = train_judge(emoji_dir, train_names, test_names, args)
         clf.save_classifier(classifier, judge_dir)
         with open(os.path.join(judge_dir, "judge.json"), "w", encoding="utf-8") as f:
             json.dump(judge, f, indent=2)

@@ -53,8 +53,9 @@ def judge_gate_set(data_dir: str, concept_set, concept: str, size: int, splits: 
     ``face`` holds the four-emotion faces of ``splits`` (``faces``: a seeded draw of that many,
     round robin over the emotions so that the rare ones are all in); the concept
     class (the concept's slug, ``broccoli``) all of its images; ``other`` that many images of
-    the other emoji of ``splits`` (:func:`other_emoji_rows`: no face, person or hand; not the concept), so that a generation that is
-    neither has a class of its own instead of landing on the nearer of the two.
+    the other emoji of ``splits`` (:func:`other_emoji_rows`: no face, person or hand; not the
+    concept), so that a generation that is neither has a class of its own instead of landing on
+    the nearer of the two.
     ``drawn_faces`` (files) join the ``face`` class.
     """
     from kerasemote.data import read_metadata
